@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint smoke reproduce-all clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/repro run recipes/demo_digits.toml
+	$(BIN)/repro report --recipe demo_digits
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check repro engine tests
+
+smoke: $(STAMP)
+	for r in recipes/*.toml; do $(BIN)/repro run $$r --smoke --root $${REPRO_SMOKE_ROOT:-/tmp/repro-smoke} || exit 1; done
+
+# Every recipe, full size, in order (for a GPU box; days of compute).
+reproduce-all: $(STAMP)
+	for r in recipes/*.toml; do $(BIN)/repro run $$r || exit 1; done
+	$(BIN)/repro report
+
+clean-venv:
+	rm -rf $(VENV)
