@@ -1,0 +1,1 @@
+"""engine: the training side — data, models, masks, methods, analyses, store."""

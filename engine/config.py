@@ -1,0 +1,256 @@
+"""The recipe schema: typed, strict pydantic models for every table a recipe may hold.
+
+Loading, `--set`, `--smoke` and `[sweep]` live in `repro.recipe`; this module only says what a valid
+recipe is, so the engine can take a typed object and the CLI can report `key.path: what is wrong`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PAPERS = ("freetickets", "suptickets", "earlybird", "randompruning", "modeconnectivity", "demo")
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "none")
+METRICS = (
+    "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
+    "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean",
+)
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
+    """A '; did you mean X?' suffix for a misspelt name, or the list of choices."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    shown = ", ".join(list(choices)[:12])
+    return f"; choose from {shown}" + (", ..." if len(choices) > 12 else "")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors and no silent type coercion ("3" is not 3)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class RunConfig(Strict):
+    """Settings that hold for the whole run."""
+
+    seed: int = 1
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False
+    channels_last: bool = True
+
+
+class DataConfig(Strict):
+    """Which data set, how it is split, augmented and batched."""
+
+    dataset: str = "digits"
+    root: str = ""
+    val_split: int = Field(0, ge=0)
+    train_subset: int = Field(0, ge=0)
+    test_subset: int = Field(0, ge=0)
+    crop_pad: int = Field(4, ge=0, le=16)
+    pad_mode: Literal["zeros", "reflect"] = "zeros"
+    flip: bool = True
+    normalize: str = "cifar10"
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(500, gt=0)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset '{v}'{suggest(v, DATASETS)}")
+        return v
+
+    @field_validator("normalize")
+    @classmethod
+    def _normalize(cls, v: str) -> str:
+        if v not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization '{v}'{suggest(v, NORMALIZATIONS)}")
+        return v
+
+
+class ModelConfig(Strict):
+    """The architecture by its registry name; `width` scales every channel count (smoke uses narrow nets)."""
+
+    arch: str
+    width: float = Field(1.0, gt=0, le=16)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        from engine.models import UnknownArch, canonical_arch
+
+        try:
+            canonical_arch(v)
+        except UnknownArch as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
+class OptimizerConfig(Strict):
+    """SGD (the papers' default) or Adam; weight decay applies to every parameter as in the originals."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    nesterov: bool = False
+
+
+class ScheduleConfig(Strict):
+    """The learning-rate schedule of a stage (see engine.schedules for each formula)."""
+
+    name: Literal["constant", "multistep", "cosine", "fge", "cyclic"] = "constant"
+    milestones: list[int] = Field(default_factory=list)
+    milestone_fractions: list[float] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)
+    lr_1: float = Field(0.05, gt=0, le=10)
+    lr_2: float = Field(1e-4, gt=0, le=10)
+    cycle: int = Field(4, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleConfig:
+        if self.name == "multistep" and not (self.milestones or self.milestone_fractions):
+            raise ValueError("multistep needs milestones or milestone_fractions")
+        if any(m <= 0 for m in self.milestones):
+            raise ValueError("milestones must be positive epochs")
+        if any(not 0 < f < 1 for f in self.milestone_fractions):
+            raise ValueError("milestone_fractions must lie in (0, 1)")
+        if self.name == "cyclic" and self.cycle % 2:
+            raise ValueError(f"cyclic needs an even cycle length (got {self.cycle})")
+        return self
+
+
+class TrainDefaults(Strict):
+    """`[train]`: settings every stage inherits unless it sets its own."""
+
+    epochs: int | None = Field(None, gt=0)
+    optimizer: OptimizerConfig | None = None
+    schedule: ScheduleConfig | None = None
+    save_every: int | None = Field(None, ge=0)
+    eval_every: int | None = Field(None, gt=0)
+
+
+class StageConfig(Strict):
+    """One `[[stage]]`: a method run for some epochs, optionally starting from an earlier stage's checkpoint."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    method: str
+    epochs: int = Field(gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    save_every: int = Field(0, ge=0)
+    eval_every: int = Field(1, gt=0)
+    init_from: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        from engine.methods import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"unknown method '{v}'{suggest(v, sorted(METHODS))}")
+        return v
+
+    def init_ref(self) -> tuple[str, int | None]:
+        """`init_from` as (stage name, epoch or None for the stage's final weights)."""
+        name, _, epoch = self.init_from.partition("@")
+        return name, (int(epoch) if epoch else None)
+
+
+class ExpectConfig(Strict):
+    """`[expect]`: the paper's headline numbers for this recipe (percent for accuracies and errors)."""
+
+    source: str = ""
+    tolerance: float = Field(1.0, ge=0)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        for k in v:
+            if k not in METRICS:
+                raise ValueError(f"unknown metric '{k}'{suggest(k, METRICS)}")
+        return v
+
+
+class Recipe(Strict):
+    """A whole recipe: one original command line (or a short pipeline of them) made reproducible."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    paper: str
+    description: str = ""
+    command: str = ""
+    notes: str = ""
+    analyses: list[str] = Field(default_factory=lambda: ["predict"])
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    train: TrainDefaults = Field(default_factory=TrainDefaults)
+    stage: list[StageConfig] = Field(min_length=1)
+    expect: ExpectConfig = Field(default_factory=ExpectConfig)
+    smoke: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("paper")
+    @classmethod
+    def _paper(cls, v: str) -> str:
+        if v not in PAPERS:
+            raise ValueError(f"unknown paper '{v}'{suggest(v, PAPERS)}")
+        return v
+
+    @field_validator("analyses")
+    @classmethod
+    def _analyses(cls, v: list[str]) -> list[str]:
+        from engine.analyses import ANALYSES
+
+        for a in v:
+            if a not in ANALYSES:
+                raise ValueError(f"unknown analysis '{a}'{suggest(a, sorted(ANALYSES))}")
+        return v
+
+
+def cross_check(recipe: Recipe) -> list[tuple[str, str]]:
+    """Checks beyond one table, as (key.path, what is wrong) pairs: each stage's method params (normalised
+    in place), unique stage names, init_from naming an earlier stage and an epoch it saves."""
+    from pydantic import ValidationError
+
+    from engine.methods import METHODS
+
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, StageConfig] = {}
+    for i, st in enumerate(recipe.stage):
+        try:
+            st.params = METHODS[st.method].Params.model_validate(st.params).model_dump()
+        except ValidationError as e:
+            for err in e.errors():
+                path = ".".join(str(x) for x in (f"stage.{i}.params", *err["loc"]))
+                problems.append((path, err["msg"].removeprefix("Value error, ")))
+        if st.name in seen:
+            problems.append((f"stage.{i}.name", f"stage name '{st.name}' is used twice"))
+        if st.init_from:
+            ref, sep, epoch_s = st.init_from.partition("@")
+            if sep and not epoch_s.isdigit():
+                problems.append((f"stage.{i}.init_from", f"'{st.init_from}' must be 'STAGE' or 'STAGE@EPOCH'"))
+            elif ref not in seen:
+                hint = suggest(ref, list(seen)) if seen else " (there is no earlier stage)"
+                problems.append((f"stage.{i}.init_from", f"'{ref}' is not an earlier stage{hint}"))
+            elif sep:
+                src, epoch = seen[ref], int(epoch_s)
+                saved = epoch == src.epochs or (src.save_every and epoch % src.save_every == 0 and epoch < src.epochs)
+                if not saved:
+                    problems.append((
+                        f"stage.{i}.init_from",
+                        f"stage '{ref}' saves no checkpoint at epoch {epoch} "
+                        f"(epochs={src.epochs}, save_every={src.save_every})",
+                    ))
+        seen.setdefault(st.name, st)
+    return problems

@@ -1,0 +1,68 @@
+"""The hooks a paper procedure fills in; the trainer calls them around its loop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from engine.config import Strict
+
+if TYPE_CHECKING:
+    from engine.trainer import Trainer
+
+
+class Method:
+    """Default behaviour: plain supervised training of the stage's model. Subclasses override hooks."""
+
+    class Params(Strict):
+        """The method's own `[stage.params]`; none by default."""
+
+    def __init__(self, trainer: Trainer, params: dict[str, Any]) -> None:
+        self.trainer = trainer
+        self.params = self.Params.model_validate(params)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.trainer.model
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The stage's optimizer; a method that trains other parameters (curves) builds its own."""
+        from engine.trainer import build_optimizer
+
+        return build_optimizer(self.trainer.cfg.optimizer, self.model)
+
+    def setup(self) -> None:
+        """Called once before the first epoch (and before a checkpoint is restored on resume)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The training forward pass."""
+        return self.trainer.forward_model(x)
+
+    def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The evaluation forward pass."""
+        return self.trainer.forward_model(x)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term added to the cross-entropy (e.g. a curve's L2 at the sampled t); None for none."""
+        return None
+
+    def before_step(self) -> None:
+        """After backward, before the optimizer step (e.g. an L1 subgradient on BN scales)."""
+
+    def after_step(self) -> None:
+        """After the optimizer step (e.g. re-apply masks, update the topology)."""
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """After the epoch's evaluation; may add keys to the metrics record or save tickets."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def members(self) -> list[dict[str, Any]]:
+        """The ensemble members this stage leaves, as {name, path} with paths relative to the run dir."""
+        name = self.trainer.cfg.name
+        return [{"name": name, "path": f"{name}/final.pt"}]

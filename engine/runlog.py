@@ -1,0 +1,107 @@
+"""The run directory's live record: status.json, metrics.jsonl and log.txt, plus a progress hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.io import write_json
+
+
+def now() -> str:
+    """Local time as an ISO string with seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class Progress(Protocol):
+    """What the trainer tells a progress display; repro implements it with rich."""
+
+    def start(self, label: str, total: int, completed: int = 0) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class NullProgress:
+    """A progress display that shows nothing (tests, workers)."""
+
+    def start(self, label: str, total: int, completed: int = 0) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class RunLog:
+    """Writes status.json atomically, appends metrics.jsonl and log.txt; rank 0 only under DDP."""
+
+    def __init__(self, run_dir: Path, progress: Progress | None = None, enabled: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.progress = progress or NullProgress()
+        self.enabled = enabled
+        self._status: dict[str, Any] = {}
+        if enabled and (self.dir / "status.json").exists():
+            try:
+                self._status = json.loads((self.dir / "status.json").read_text())
+            except (OSError, ValueError):
+                self._status = {}
+
+    def status(self, **fields: Any) -> dict[str, Any]:
+        """Merge fields into status.json (pid and updated always refreshed)."""
+        self._status.update(fields, pid=os.getpid(), updated=now())
+        if self.enabled:
+            write_json(self.dir / "status.json", self._status)
+        return self._status
+
+    def metric(self, record: dict[str, Any]) -> None:
+        """Append one JSON object to metrics.jsonl."""
+        if self.enabled:
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+
+    def log(self, text: str) -> None:
+        """A timestamped line in log.txt, also shown beside the progress bar."""
+        if self.enabled:
+            with open(self.dir / "log.txt", "a") as f:
+                f.write(f"{now()} {text}\n")
+        self.progress.note(text)
+
+    def truncate_metrics(self, keep: Any) -> None:
+        """Drop metrics.jsonl records for which keep(record) is False (epochs after the resumed checkpoint)."""
+        path = self.dir / "metrics.jsonl"
+        if not (self.enabled and path.exists()):
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a kill
+            if keep(rec):
+                kept.append(json.dumps(rec, sort_keys=True))
+        from engine.io import write_text
+
+        write_text(path, "".join(k + "\n" for k in kept))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All readable records of a run's metrics.jsonl (a torn last line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out

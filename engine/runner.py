@@ -1,0 +1,78 @@
+"""Runs a resolved recipe in a run directory: its stages in order, then its analyses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.analyses import ANALYSES, AnalysisContext
+from engine.config import Recipe, StageConfig
+from engine.io import load_checkpoint
+from engine.methods import METHODS
+from engine.models import create_model
+from engine.runlog import RunLog
+from engine.trainer import StageContext, Trainer, recipe_data
+
+
+def checkpoint_path(run_dir: Path, ref: str) -> Path:
+    """The file an `init_from` reference names: STAGE -> final.pt, STAGE@E -> checkpoint-E.pt (or final)."""
+    name, _, epoch = ref.partition("@")
+    stage_dir = run_dir / name
+    if epoch:
+        path = stage_dir / f"checkpoint-{epoch}.pt"
+        return path if path.exists() else stage_dir / "final.pt"
+    return stage_dir / "final.pt"
+
+
+def build_stage_model(
+    recipe: Recipe, stage: StageConfig, index: int, num_classes: int, run_dir: Path
+) -> torch.nn.Module:
+    """The stage's starting model: seeded fresh init, then an earlier stage's weights if `init_from` says so."""
+    torch.manual_seed(recipe.run.seed + 1000 * index)
+    model = create_model(recipe.model.arch, num_classes, recipe.model.width)
+    if stage.init_from:
+        state = load_checkpoint(checkpoint_path(run_dir, stage.init_from))
+        model.load_state_dict(state["model"])
+    return model
+
+
+def run_recipe(
+    recipe: Recipe, run_dir: Path, log: RunLog, *, device: torch.device, resume: bool = False
+) -> dict[str, Any]:
+    """Every stage (skipping finished ones on resume), then every analysis; returns the summary numbers."""
+    d = recipe.data
+    data = recipe_data(recipe)
+    steps_per_epoch = math.ceil(len(data.train.y) / d.batch_size)
+    total = sum(s.epochs for s in recipe.stage) * steps_per_epoch
+    before = 0
+    summary: dict[str, Any] = {}
+    for index, stage in enumerate(recipe.stage):
+        stage_dir = run_dir / stage.name
+        if (stage_dir / "final.pt").exists() and (stage_dir / "tickets.json").exists():
+            log.log(f"stage {stage.name}: already finished")
+            before += stage.epochs * steps_per_epoch
+            continue
+        log.status(stage=stage.name, stage_index=index, epoch=0, epochs=stage.epochs)
+        model = build_stage_model(recipe, stage, index, data.num_classes, run_dir)
+        ctx = StageContext(recipe=recipe, stage=stage, index=index, run_dir=run_dir, device=device, data=data,
+                           log=log, steps_before=before, steps_total=total)
+        trainer = Trainer(ctx, model, METHODS[stage.method])
+        trainer.fit(resume=resume)
+        before += stage.epochs * steps_per_epoch
+        summary.update({f"{stage.name}.{k}": v for k, v in trainer.last_eval.items()})
+    log.progress.stop()
+    actx = AnalysisContext(recipe=recipe, run_dir=run_dir, device=device, _data=data)
+    for mode in recipe.analyses:
+        log.status(stage=f"analysis:{mode}")
+        log.log(f"analysis {mode} ...")
+        out = run_analysis(mode, actx)
+        summary.update({f"{mode}.{k}": v for k, v in out.items()})
+    return summary
+
+
+def run_analysis(mode: str, ctx: AnalysisContext) -> dict[str, Any]:
+    """(Re)compute one analysis into the run's analysis.h5."""
+    return ANALYSES[mode](ctx)

@@ -1,0 +1,240 @@
+"""The one training loop: every method runs inside it.
+
+The trainer owns the epoch/step loop, the learning-rate schedule, precision, the device, evaluation,
+metrics and checkpoints. A method (engine/methods/) supplies the paper's algorithm through hooks.
+Nothing in the step syncs with the host; loss and accuracy are summed on the device and read once an epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.config import Recipe, StageConfig
+from engine.data import Augment, Dataset, DeviceLoader, Split, load_dataset
+from engine.device import amp_dtype, autocast
+from engine.evaluate import evaluate, predict_probs
+from engine.io import load_checkpoint, save_checkpoint, write_json
+from engine.runlog import RunLog
+from engine.schedules import lr_at
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stops as failed and the last good checkpoint stays."""
+
+
+@dataclass
+class StageContext:
+    """Everything a stage needs from the run around it."""
+
+    recipe: Recipe
+    stage: StageConfig
+    index: int
+    run_dir: Path
+    device: torch.device
+    data: Dataset
+    log: RunLog
+    steps_before: int = 0  # optimizer steps of earlier stages, for overall progress
+    steps_total: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run_dir / self.stage.name
+
+
+def recipe_data(recipe: Recipe) -> Dataset:
+    """The recipe's data set, cut to the first `train_subset`/`test_subset` images when those are set."""
+    d = recipe.data
+    data = load_dataset(d.dataset, d.root or None, val_split=d.val_split)
+    if d.train_subset:
+        data.train = Split(data.train.x[: d.train_subset], data.train.y[: d.train_subset])
+    if d.test_subset:
+        data.test = Split(data.test.x[: d.test_subset], data.test.y[: d.test_subset])
+    return data
+
+
+def make_loaders(recipe: Recipe, data: Dataset, device: torch.device) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (shuffled, augmented) and the evaluation loader of a recipe."""
+    d = recipe.data
+    aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
+    cl = recipe.run.channels_last and device.type == "cuda"
+    train = DeviceLoader(data.train, d.batch_size, device=device, train=True, augment=aug,
+                         normalize=d.normalize, seed=recipe.run.seed, channels_last=cl)
+    test = DeviceLoader(data.test, d.eval_batch_size, device=device, train=False,
+                        normalize=d.normalize, channels_last=cl)
+    return train, test
+
+
+def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD or Adam over the trainable parameters, weight decay on all of them as the originals do."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov)
+
+
+class Trainer:
+    """Trains `model` for one stage with the stage's method; resumable from `<stage>/last.pt`."""
+
+    def __init__(self, ctx: StageContext, model: torch.nn.Module, method_cls: type) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.stage
+        self.device = ctx.device
+        self.amp_dtype = amp_dtype(ctx.device, ctx.recipe.run.precision)
+        self.amp = functools.partial(autocast, ctx.device, self.amp_dtype)
+        if ctx.recipe.run.channels_last and ctx.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.to(ctx.device)
+        self.forward_model = torch.compile(self.model) if ctx.recipe.run.compile else self.model
+        self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device)
+        self.method = method_cls(self, self.cfg.params)
+        self.optimizer = self.method.build_optimizer()
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken in this stage
+        self.best_acc = -math.inf
+        self.last_eval: dict[str, float] = {}
+
+    # ---- paths -------------------------------------------------------------------------------------
+    @property
+    def stage_dir(self) -> Path:
+        return self.ctx.stage_dir
+
+    def lr(self, epoch: int, frac: float) -> float:
+        return lr_at(self.cfg.schedule, self.cfg.optimizer.lr, epoch, frac, self.cfg.epochs)
+
+    # ---- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_acc": self.best_acc,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.epoch, self.step, self.best_acc = state["epoch"], state["step"], state["best_acc"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> None:
+        """Run the stage's epochs (continuing from last.pt when resuming), then save final.pt and tickets."""
+        last = self.stage_dir / "last.pt"
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        self.method.setup()
+        if resume and last.exists():
+            self.load_state_dict(load_checkpoint(last, self.device))
+            self.ctx.log.log(f"stage {self.cfg.name}: resumed after epoch {self.epoch}")
+        log, nb = self.ctx.log, len(self.train_loader)
+        log.truncate_metrics(lambda r: r.get("stage") != self.cfg.name or r.get("epoch", 0) <= self.epoch)
+        log.progress.start(f"{self.cfg.name} ({self.cfg.method})", self.cfg.epochs * nb, self.epoch * nb)
+        for epoch in range(self.epoch, self.cfg.epochs):
+            t0 = time.perf_counter()
+            loss_sum, correct, seen = self.train_epoch(epoch)
+            sums = torch.stack([loss_sum.float(), correct.float()]).cpu()  # the epoch's one host sync
+            train_loss, train_acc = float(sums[0]) / seen, 100.0 * float(sums[1]) / seen
+            elapsed = time.perf_counter() - t0
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(
+                    f"loss became {train_loss} in stage '{self.cfg.name}' epoch {epoch + 1}; "
+                    f"last good checkpoint kept: {last if last.exists() else 'none yet'}"
+                )
+            self.epoch = epoch + 1
+            record: dict[str, Any] = {
+                "stage": self.cfg.name, "epoch": self.epoch, "step": self.step,
+                "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc,
+                "time": elapsed, "img_s": seen / max(elapsed, 1e-9),
+            }
+            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
+                ev = self.evaluate()
+                split = self.ctx.data.eval_name
+                record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"]})
+                self.best_acc = max(self.best_acc, ev["acc"])
+            self.method.end_epoch(epoch, record)
+            log.metric(record)
+            save_checkpoint(last, self.state_dict())
+            if self.cfg.save_every and self.epoch % self.cfg.save_every == 0 and self.epoch < self.cfg.epochs:
+                save_checkpoint(self.stage_dir / f"checkpoint-{self.epoch}.pt", {"model": self.model.state_dict(),
+                                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch})
+            done = self.ctx.steps_before + self.step
+            log.status(stage=self.cfg.name, epoch=self.epoch, epochs=self.cfg.epochs,
+                       progress=round(done / max(self.ctx.steps_total, 1), 4), last=_short(record))
+            acc = record.get(f"{self.ctx.data.eval_name}_acc")
+            log.log(f"{self.cfg.name} epoch {self.epoch}/{self.cfg.epochs} lr {record['lr']:.4g} "
+                    f"loss {train_loss:.4f} train {train_acc:.2f}%"
+                    + (f" {self.ctx.data.eval_name} {acc:.2f}%" if acc is not None else "")
+                    + f" ({record['img_s']:.0f} img/s)")
+        self.finish()
+
+    def train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One pass over the training data; returns device-side loss and hit sums and the sample count."""
+        model, opt, method = self.model, self.optimizer, self.method
+        model.train()
+        loader = self.train_loader
+        loader.set_epoch(epoch)
+        nb = len(loader)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for i, (x, y) in enumerate(loader):
+            lr = self.lr(epoch, i / nb)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with self.amp():
+                out = method.forward(x)
+                loss = F.cross_entropy(out, y)
+                extra = method.extra_loss()
+                total = loss if extra is None else loss + extra
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            method.before_step()
+            opt.step()
+            self.step += 1
+            method.after_step()
+            loss_sum += loss.detach().float() * y.numel()
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += y.numel()
+            self.ctx.log.progress.advance()
+        return loss_sum, correct, seen
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy on the evaluation split with the method's forward (eval mode)."""
+        self.model.eval()
+        out = evaluate(self.method.eval_forward, self.eval_loader, self.amp)
+        self.model.train()
+        self.last_eval = out
+        return out
+
+    def predict(self) -> torch.Tensor:
+        """Softmax probabilities of the current model on the evaluation split."""
+        self.model.eval()
+        probs = predict_probs(self.method.eval_forward, self.eval_loader, self.amp)
+        self.model.train()
+        return probs
+
+    def finish(self) -> None:
+        """final.pt (weights and method state) and tickets.json (the members this stage contributes)."""
+        save_checkpoint(self.stage_dir / "final.pt", {"model": self.model.state_dict(),
+                        "method": self.method.state_dict(), "epoch": self.epoch})
+        write_json(self.stage_dir / "tickets.json", {"members": self.method.members()})
+
+
+def _short(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()}

@@ -1,0 +1,328 @@
+"""The `repro` command line (a contract: see SPEC.md). Exit codes: 0 ok, 1 a run failed, 2 bad usage or recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from repro.recipe import RecipeError, load, load_resolved, recipe_names, to_toml
+from repro.rundir import RunDirError, list_runs, read_run, run_root
+
+out_console = Console()
+
+
+class UsageProblem(click.ClickException):
+    """A one-line error with exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _root_option(f):  # noqa: ANN001, ANN202
+    return click.option("--root", default=None, help="Run root (default $REPRO_ROOT or ./checkpoints).")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def cli(debug: bool) -> None:
+    """repro: rerun sparse-training and cheap-ensemble papers from TOML recipes."""
+    if debug:
+        os.environ["REPRO_DEBUG"] = "1"
+
+
+# ---- recipes ----------------------------------------------------------------------------------------
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json: bool) -> None:
+    """Every recipe: name, paper, method, dataset, model."""
+    rows = []
+    for name in recipe_names():
+        try:
+            resolved = load(name)
+            r = resolved[0].recipe
+            rows.append({"name": name, "paper": r.paper, "method": "+".join(s.method for s in r.stage),
+                         "dataset": r.data.dataset, "model": r.model.arch, "runs": len(resolved)})
+        except RecipeError as e:
+            rows.append({"name": name, "paper": "?", "method": "?", "dataset": "?", "model": "?",
+                         "error": e.lines[0]})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    t = Table("name", "paper", "method", "dataset", "model")
+    for row in rows:
+        t.add_row(row["name"], row["paper"], row["method"], row["dataset"], row["model"])
+    out_console.print(t)
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a dotted key.")
+@click.option("--smoke", is_flag=True, help="The tiny profile.")
+def show(recipe: str, sets: tuple[str, ...], smoke: bool) -> None:
+    """The fully resolved recipe as TOML (one document per sweep point)."""
+    resolved = load(recipe, sets, smoke)
+    for i, res in enumerate(resolved):
+        if len(resolved) > 1:
+            click.echo(f"{'' if i == 0 else chr(10)}# sweep point {i + 1}/{len(resolved)}: {res.tag}")
+        click.echo(to_toml(res.recipe), nl=False)
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True)
+def validate(recipes: tuple[str, ...]) -> None:
+    """Exit 0 when every recipe is valid; else one line per problem and exit 2."""
+    problems: list[str] = []
+    for ref in recipes:
+        try:
+            load(ref)
+        except RecipeError as e:
+            problems += e.lines
+    if problems:
+        raise RecipeError(problems)
+    click.echo(f"{len(recipes)} recipe(s) valid")
+
+
+# ---- running ----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recipe")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a dotted key (type-checked).")
+@click.option("--smoke", is_flag=True, help="Tiny profile: digits, narrow model, two epochs a stage.")
+@click.option("--out", default=None, help="Run directory (default <root>/<recipe>/<run-id>).")
+@click.option("--resume", is_flag=True, help="Continue an unfinished run (--out or the latest one).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, help="Processes (GPUs) for DDP.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_root_option
+def run(recipe: str, sets: tuple[str, ...], smoke: bool, out: str | None, resume: bool, device: str, nproc: int,
+        quiet: bool, root: str | None) -> None:
+    """Run every stage of a recipe, then its analyses."""
+    from engine.runlog import NullProgress
+    from repro.launch import execute
+    from repro.progress import RichProgress
+
+    if nproc > 1:
+        raise UsageProblem("--nproc > 1 (DDP through torchrun) is not built yet; run with --nproc 1")
+    if resume and sets:
+        raise UsageProblem("--set cannot change a run being resumed; it continues with its own recipe.toml")
+    resolved = load(recipe, sets, smoke)
+    if out and len(resolved) > 1:
+        raise UsageProblem(f"--out names one run directory but {recipe} sweeps into {len(resolved)} runs")
+    failed = 0
+    for res in resolved:
+        outcome = execute(res, root=run_root(root), out=out, resume=resume, device=device, smoke=smoke,
+                          progress=NullProgress() if quiet else RichProgress())
+        _print_outcome(outcome)
+        if outcome.state != "done":
+            failed += 1
+            if os.environ.get("REPRO_DEBUG") and getattr(outcome, "exc", None) is not None:
+                raise outcome.exc  # type: ignore[misc]
+    if failed:
+        sys.exit(1)
+
+
+def _print_outcome(outcome) -> None:  # noqa: ANN001
+    from repro.report import report_rows
+
+    if outcome.state != "done":
+        click.echo(f"error: run failed: {outcome.error}", err=True)
+        click.echo(f"run directory: {outcome.run_dir}", err=True)
+        return
+    info = read_run(outcome.run_dir)
+    rows = report_rows([info])
+    t = Table("metric", "reproduced", "paper", "delta", title=f"{info.recipe} / {info.run_id}")
+    for row in rows:
+        t.add_row(row["metric"], _fmt(row["reproduced"]), _fmt(row["paper"]), _fmt(row["delta"], signed=True))
+    for k, v in sorted(outcome.summary.items()):
+        if isinstance(v, float) and not any(k.endswith(r["metric"]) for r in rows):
+            t.add_row(k, _fmt(v), "", "")
+    out_console.print(t)
+    click.echo(f"run directory: {outcome.run_dir}")
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.2f}" if signed else f"{v:.2f}" if abs(v) >= 0.1 or v == 0 else f"{v:.4f}"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@_root_option
+def runs(as_json: bool, root: str | None) -> None:
+    """Run directories under the root: state, stage, progress, best accuracy."""
+    infos = list_runs(run_root(root))
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=1))
+        return
+    t = Table("recipe", "run", "state", "stage", "progress", "best acc", "error")
+    for i in infos:
+        t.add_row(i.recipe, i.run_id, i.state, i.stage, f"{100 * i.progress:.0f}%", _fmt(i.best), i.error[:60])
+    out_console.print(t)
+
+
+# ---- analyses ---------------------------------------------------------------------------------------
+def _run_dir(path: str) -> Path:
+    p = Path(path)
+    if not (p / "recipe.toml").is_file():
+        raise UsageProblem(f"{path}: not a run directory (no recipe.toml)")
+    return p
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--mode", required=True, help="Analysis name (e.g. predict).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def analyze(run_dir: str, mode: str, device: str) -> None:
+    """(Re)compute one analysis into the run's analysis.h5."""
+    from engine.analyses import ANALYSES, AnalysisContext
+    from engine.config import suggest
+    from engine.device import resolve_device
+    from engine.runner import run_analysis
+    from repro.rundir import RunLock
+
+    path = _run_dir(run_dir)
+    if mode not in ANALYSES:
+        raise UsageProblem(f"unknown analysis mode '{mode}'{suggest(mode, sorted(ANALYSES))}")
+    recipe = load_resolved(path / "recipe.toml")
+    with RunLock(path):
+        ctx = AnalysisContext(recipe=recipe, run_dir=path, device=resolve_device(device))
+        try:
+            res = run_analysis(mode, ctx)
+        except FileNotFoundError as e:
+            raise UsageProblem(str(e)) from None
+    click.echo(json.dumps(res, default=float))
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--mode", required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+def plot(run_dir: str, mode: str, output: str) -> None:
+    """Draw an analysis as a figure (png, pdf or svg by the file's suffix)."""
+    from engine.config import suggest
+    from repro.plots import PLOTS
+    from repro.plots import plot as draw
+
+    path = _run_dir(run_dir)
+    if mode not in PLOTS:
+        raise UsageProblem(f"no figure for mode '{mode}'{suggest(mode, sorted(PLOTS))}")
+    suffix = Path(output).suffix.lower()
+    if suffix not in (".png", ".pdf", ".svg"):
+        raise UsageProblem(f"{output}: the figure must end in .png, .pdf or .svg")
+    try:
+        draw(path, mode, Path(output))
+    except (KeyError, FileNotFoundError, OSError) as e:
+        raise UsageProblem(str(e.args[0]) if e.args else str(e)) from None
+    click.echo(output)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--recipe", "only", default=None, help="Only runs of this recipe.")
+@click.option("--all", "show_all", is_flag=True, help="Include smoke runs.")
+@_root_option
+def report(as_json: bool, only: str | None, show_all: bool, root: str | None) -> None:
+    """Reproduced numbers beside the paper's, one row per run and expected metric."""
+    from repro.report import report_rows
+
+    infos = [i for i in list_runs(run_root(root)) if only is None or i.recipe == only]
+    rows = [r for r in report_rows(infos) if show_all or not r["smoke"]]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    t = Table("recipe", "run", "state", "metric", "reproduced", "paper", "delta", "ok")
+    for r in rows:
+        ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
+        t.add_row(r["recipe"], r["run_id"], r["state"], r["metric"], _fmt(r["reproduced"]), _fmt(r["paper"]),
+                  _fmt(r["delta"], signed=True), ok)
+    out_console.print(t)
+
+
+@cli.command()
+@click.option("--arch", default="wrn-28-10", show_default=True)
+@click.option("--sparse", is_flag=True, help="Also time the sparse (masked) step.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default 128 (32 on the CPU).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed steps (default 20, 3 on the CPU).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None)
+@click.option("--width", type=float, default=1.0, help="Channel multiplier.")
+@click.option("--compile", "use_compile", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precision: str, steps: int | None,
+          warmup: int | None, width: float, use_compile: bool, as_json: bool) -> None:
+    """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data."""
+    from engine.bench import bench_recipe, measure
+    from engine.device import resolve_device
+    from engine.methods import METHODS
+
+    dev = resolve_device(device)
+    cpu = dev.type == "cpu"
+    bs = batch_size or (32 if cpu else 128)
+    steps = steps or (3 if cpu else 20)
+    warmup = warmup if warmup is not None else (1 if cpu else 5)
+    recipe = bench_recipe(arch, bs, precision, compile=use_compile)
+    recipe.model.width = width
+    result = {"arch": arch, "device": str(dev), "batch_size": bs,
+              "precision": "bf16" if (precision != "fp32" and not cpu) else "fp32",
+              "dense_img_s": round(measure(recipe, dev, steps, warmup), 2), "sparse_img_s": None}
+    if sparse:
+        if "fix" not in METHODS:
+            raise UsageProblem("--sparse needs the sparse engine, which is not built yet")
+        srec = bench_recipe(arch, bs, precision, method="fix", compile=use_compile)
+        srec.model.width = width
+        result["sparse_img_s"] = round(measure(srec, dev, steps, warmup), 2)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    t = Table(*result.keys())
+    t.add_row(*(str(v) for v in result.values()))
+    out_console.print(t)
+
+
+def main() -> None:
+    """Entry point: one clear line per error, exit 2 for bad usage or recipes, 1 for failed runs."""
+    from engine.data import DataError
+    from engine.io import CheckpointError
+
+    debug = "--debug" in sys.argv or bool(os.environ.get("REPRO_DEBUG"))
+    try:
+        cli.main(standalone_mode=False)
+    except RecipeError as e:
+        for line in e.lines:
+            click.echo(line, err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except (RunDirError, DataError, CheckpointError) as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2 if isinstance(e, RunDirError) else 1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        click.echo(f"error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

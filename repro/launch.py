@@ -1,0 +1,88 @@
+"""`repro run`: choose or create the run directory, hold its lock, run the engine, record the outcome."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.device import resolve_device
+from engine.io import write_text
+from engine.runlog import NullProgress, Progress, RunLog, now
+from engine.runner import run_recipe
+from engine.trainer import TrainingDiverged
+from repro.recipe import Resolved, load_resolved, to_toml
+from repro.rundir import RunDirError, RunLock, latest_unfinished, new_run_dir
+
+
+@dataclass
+class Outcome:
+    """How one run ended."""
+
+    run_dir: Path
+    state: str  # done | failed | killed
+    summary: dict[str, Any]
+    error: str = ""
+
+
+def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: bool) -> tuple[Path, bool]:
+    """The run directory to use and whether it continues an earlier run."""
+    name = res.recipe.name
+    if resume:
+        run_dir = Path(out) if out else latest_unfinished(root, name, res.tag)
+        if run_dir is None:
+            raise RunDirError(f"{root / name}: no unfinished run to resume")
+        if not (run_dir / "recipe.toml").is_file():
+            raise RunDirError(f"{run_dir}: not a run directory (no recipe.toml)")
+        return run_dir, True
+    if out:
+        run_dir = Path(out)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunDirError(f"{run_dir}: already exists; use --resume to continue it or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, False
+    return new_run_dir(root, name, res.tag, smoke), False
+
+
+def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool = False, device: str = "auto",
+            smoke: bool = False, progress: Progress | None = None) -> Outcome:
+    """Run one resolved recipe to the end (or to a failure, recorded in status.json)."""
+    run_dir, continuing = prepare(res, root, out, resume, smoke)
+    with RunLock(run_dir):
+        if continuing:
+            recipe = load_resolved(run_dir / "recipe.toml")
+        else:
+            recipe = res.recipe
+            write_text(run_dir / "recipe.toml", to_toml(recipe))
+        log = RunLog(run_dir, progress or NullProgress())
+        started = log._status.get("started") if continuing else None
+        log.status(state="running", recipe=recipe.name, tag=res.tag, smoke=smoke or log._status.get("smoke", False),
+                   started=started or now(), error=None, device=device, host_pid=os.getpid())
+        try:
+            dev = resolve_device(device)
+            log.log(f"run {run_dir} on {dev} ({'resumed' if continuing else 'new'})")
+            summary = run_recipe(recipe, run_dir, log, device=dev, resume=continuing)
+        except TrainingDiverged as e:
+            return _fail(log, run_dir, str(e))
+        except KeyboardInterrupt:
+            log.progress.stop()
+            log.status(state="killed", error="interrupted")
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded, shown as one line, traceback in log.txt
+            with open(run_dir / "log.txt", "a") as f:
+                f.write(traceback.format_exc())
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return _fail(log, run_dir, msg, exc=e)
+        log.status(state="done", progress=1.0, summary=summary, finished=now())
+        return Outcome(run_dir, "done", summary)
+
+
+def _fail(log: RunLog, run_dir: Path, msg: str, exc: BaseException | None = None) -> Outcome:
+    log.progress.stop()
+    log.status(state="failed", error=msg)
+    log.log(f"failed: {msg}")
+    out = Outcome(run_dir, "failed", {}, msg)
+    out.exc = exc  # type: ignore[attr-defined]
+    return out

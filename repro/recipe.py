@@ -1,0 +1,321 @@
+"""Recipe loading: find, parse, apply `--smoke` / `--set`, expand `[sweep]`, validate, and say what is wrong.
+
+Every problem becomes one line `FILE: key.path: what is wrong`; nothing here raises a traceback for
+bad input. The schema itself is engine.config.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ValidationError
+
+from engine.config import Recipe, TrainDefaults, cross_check, suggest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SMOKE_EPOCHS = 2
+SMOKE_DATA = {"dataset": "digits", "root": "", "val_split": 0, "train_subset": 256, "test_subset": 200,
+              "batch_size": 64, "eval_batch_size": 200}
+SMOKE_WIDTH = 0.125
+
+
+class RecipeError(Exception):
+    """Bad recipe or bad override: one line per problem, exit code 2."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def recipes_dir() -> Path:
+    """The recipes shipped with the project (or $REPRO_RECIPES)."""
+    env = os.environ.get("REPRO_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.toml"))
+
+
+def find_recipe(ref: str) -> Path:
+    """A recipe by path or by name (the file stem in recipes/)."""
+    p = Path(ref)
+    if p.suffix == ".toml" or os.sep in ref:
+        if not p.is_file():
+            raise RecipeError([f"{ref}: file not found"])
+        return p
+    cand = recipes_dir() / f"{ref}.toml"
+    if cand.is_file():
+        return cand
+    raise RecipeError([f"{ref}: unknown recipe{suggest(ref, recipe_names())}"])
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError([f"{path}: (toml): {e}"]) from None
+    except OSError as e:
+        raise RecipeError([f"{path}: cannot read ({e.strerror})"]) from None
+
+
+# ---- dotted keys ------------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """A `--set` value as TOML (3, 0.1, true, [1, 2], "s"); anything that is not TOML is a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _index(container: list, seg: str, key: str) -> int:
+    if seg.lstrip("-").isdigit():
+        i = int(seg)
+        if not -len(container) <= i < len(container):
+            raise KeyError(f"{key}: index {i} out of range (there are {len(container)})")
+        return i
+    for i, item in enumerate(container):
+        if isinstance(item, dict) and item.get("name") == seg:
+            return i
+    names = [str(it.get("name")) for it in container if isinstance(it, dict)]
+    raise KeyError(f"{key}: no stage named '{seg}'{suggest(seg, names)}")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set `a.b.c` (list items by index or by their `name`), creating tables as needed."""
+    segs = key.split(".")
+    if not key or any(not s for s in segs):
+        raise KeyError(f"{key}: malformed key")
+    node: Any = raw
+    for i, seg in enumerate(segs[:-1]):
+        if isinstance(node, list):
+            node = node[_index(node, seg, key)]
+        elif isinstance(node, dict):
+            if seg not in node:
+                nxt = segs[i + 1]
+                node[seg] = [] if nxt.isdigit() else {}
+            node = node[seg]
+        else:
+            raise KeyError(f"{key}: '{seg}' is not a table")
+    last = segs[-1]
+    if isinstance(node, list):
+        node[_index(node, last, key)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise KeyError(f"{key}: cannot set inside a value")
+
+
+def apply_overrides(raw: dict[str, Any], items: dict[str, Any] | list[tuple[str, Any]], origin: str) -> list[str]:
+    """Apply dotted-key overrides; returns problem lines instead of raising."""
+    problems = []
+    pairs = items.items() if isinstance(items, dict) else items
+    for key, value in pairs:
+        try:
+            set_dotted(raw, key, value)
+        except KeyError as e:
+            problems.append(f"{origin}: {e.args[0]}")
+    return problems
+
+
+def parse_sets(sets: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
+    out = []
+    for item in sets:
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise RecipeError([f"--set {item}: expected KEY=VALUE"])
+        out.append((key.strip(), parse_value(val.strip())))
+    return out
+
+
+# ---- smoke and sweep --------------------------------------------------------------------------------
+def apply_smoke(raw: dict[str, Any]) -> None:
+    """The tiny profile: digits data cut to a few batches, a narrow model, at most two epochs a stage."""
+    raw.setdefault("data", {}).update(SMOKE_DATA)
+    model = raw.setdefault("model", {})
+    model["width"] = min(float(model.get("width", 1.0)), SMOKE_WIDTH)
+    raw.setdefault("run", {})["compile"] = False
+    train = raw.setdefault("train", {})
+    default_epochs = train.get("epochs")
+    if isinstance(default_epochs, int):
+        train["epochs"] = min(default_epochs, SMOKE_EPOCHS)
+    capped: dict[str, int] = {}
+    for st in raw.get("stage", []) if isinstance(raw.get("stage"), list) else []:
+        if not isinstance(st, dict):
+            continue
+        e = st.get("epochs", default_epochs)
+        if isinstance(e, int):
+            st["epochs"] = min(e, SMOKE_EPOCHS)
+            capped[str(st.get("name"))] = st["epochs"]
+        ref = st.get("init_from")
+        if isinstance(ref, str) and "@" in ref:
+            name, _, ep = ref.partition("@")
+            if ep.isdigit() and name in capped:
+                st["init_from"] = f"{name}@{min(int(ep), capped[name])}"
+
+
+def expand_sweep(raw: dict[str, Any], origin: str) -> list[tuple[str, dict[str, Any]]]:
+    """The cartesian product of `[sweep]` lists, each as (tag, raw recipe); a tag names its values."""
+    sweep = raw.pop("sweep", {}) or {}
+    if not isinstance(sweep, dict):
+        raise RecipeError([f"{origin}: sweep: must be a table of KEY = [values]"])
+    bad = [f"{origin}: sweep.{k}: must be a non-empty list" for k, v in sweep.items()
+           if not isinstance(v, list) or not v]
+    if bad:
+        raise RecipeError(bad)
+    if not sweep:
+        return [("", raw)]
+    keys = list(sweep)
+    out = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        r = copy.deepcopy(raw)
+        problems = apply_overrides(r, list(zip(keys, values)), origin)
+        if problems:
+            raise RecipeError(problems)
+        tag = "-".join(f"{k.split('.')[-1]}{_slug(v)}" for k, v in zip(keys, values))
+        out.append((tag, r))
+    return out
+
+
+def _slug(v: Any) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in str(v))
+
+
+# ---- validation -------------------------------------------------------------------------------------
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema model that holds the key at `loc` (for suggesting a misspelt key)."""
+    model: Any = Recipe
+    for seg in loc[:-1]:
+        if isinstance(seg, int):
+            continue
+        field = model.model_fields.get(seg) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in (ann, *typing.get_args(ann), *(a for t in typing.get_args(ann) for a in typing.get_args(t))):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _explain(err: dict[str, Any]) -> str:
+    kind, loc = err["type"], err["loc"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc)
+        hint = suggest(str(loc[-1]), list(model.model_fields), cutoff=0.75) if model else ""
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind in ("value_error", "assertion_error"):
+        return msg
+    got = err.get("input")
+    if isinstance(got, (dict, list)):
+        return msg[0].lower() + msg[1:]
+    return f"{msg[0].lower() + msg[1:]} (got {got!r})"
+
+
+def _errors(e: ValidationError, origin: str, prefix: str = "") -> list[str]:
+    lines = []
+    for err in e.errors():
+        path = ".".join(str(x) for x in err["loc"])
+        path = f"{prefix}.{path}" if prefix and path else (prefix or path or "(top)")
+        lines.append(f"{origin}: {path}: {_explain(err)}")
+    return lines
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate(raw: dict[str, Any], origin: str) -> Recipe:
+    """Merge `[train]` into each stage, validate against the schema, run the cross-stage checks."""
+    raw = copy.deepcopy(raw)
+    train = raw.get("train", {})
+    problems: list[str] = []
+    if not isinstance(train, dict):
+        raise RecipeError([f"{origin}: train: must be a table"])
+    try:
+        TrainDefaults.model_validate(train)
+    except ValidationError as e:
+        problems += _errors(e, origin, "train")
+    stages = raw.get("stage")
+    if isinstance(stages, list):
+        defaults = {k: v for k, v in train.items() if v is not None}
+        raw["stage"] = [_merge(defaults, s) if isinstance(s, dict) else s for s in stages]
+    if problems:
+        raise RecipeError(problems)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(_errors(e, origin)) from None
+    problems = [f"{origin}: {path}: {msg}" for path, msg in cross_check(recipe)]
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+@dataclass
+class Resolved:
+    """One runnable recipe: validated, with its sweep tag ('' when there is no sweep) and source file."""
+
+    recipe: Recipe
+    tag: str
+    source: Path
+
+
+def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = False) -> list[Resolved]:
+    """Load a recipe by path or name and resolve it into one Resolved per sweep point."""
+    path = find_recipe(str(ref))
+    origin = str(path)
+    raw = read_toml(path)
+    pairs = parse_sets(sets)
+    if smoke:
+        apply_smoke(raw)
+        smoke_tbl = raw.get("smoke", {})
+        if isinstance(smoke_tbl, dict):
+            problems = apply_overrides(raw, smoke_tbl, f"{origin}: smoke")
+            if problems:
+                raise RecipeError(problems)
+    problems = apply_overrides(raw, pairs, "--set")
+    if problems:
+        raise RecipeError(problems)
+    out = []
+    for tag, r in expand_sweep(raw, origin):
+        out.append(Resolved(validate(r, origin), tag, path))
+    if smoke:  # a --set or [smoke] may not lift the smoke caps above the profile silently
+        for res in out:
+            res.recipe.smoke = {}
+    return out
+
+
+def to_toml(recipe: Recipe) -> str:
+    """The fully resolved recipe as TOML (no [sweep]: it is already expanded)."""
+    data = recipe.model_dump(exclude_none=True)
+    data.pop("sweep", None)
+    data["train"] = {k: v for k, v in data.get("train", {}).items() if v is not None}
+    return tomli_w.dumps(data, multiline_strings=True)
+
+
+def load_resolved(path: Path) -> Recipe:
+    """A run directory's recipe.toml (already resolved) back as a Recipe."""
+    return validate(read_toml(path), str(path))

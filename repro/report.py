@@ -1,0 +1,61 @@
+"""Reproduced numbers beside the paper's: a run's final metrics against its recipe's `[expect]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.runlog import read_metrics
+from engine.store import groups, read_group
+from repro.recipe import RecipeError, load_resolved
+from repro.rundir import RunInfo
+
+
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    """The metric names `[expect]` may use, computed from metrics.jsonl and analysis.h5 (percent units)."""
+    out: dict[str, float] = {}
+    records = read_metrics(run_dir)
+    if records:
+        last_stage = records[-1].get("stage")
+        stage_recs = [r for r in records if r.get("stage") == last_stage]
+        evals = [r for r in stage_recs if any(k in r for k in ("test_acc", "val_acc"))]
+        if evals:
+            split = "test" if "test_acc" in evals[-1] else "val"
+            out["test_acc"] = float(evals[-1][f"{split}_acc"])
+            out["test_error"] = 100.0 - out["test_acc"]
+            out["test_nll"] = float(evals[-1][f"{split}_loss"])
+            out["best_test_acc"] = max(float(r[f"{split}_acc"]) for r in evals)
+        out["train_loss"] = float(stage_recs[-1]["train_loss"])
+    h5 = Path(run_dir) / "analysis.h5"
+    if "predict" in groups(h5):
+        g = read_group(h5, "predict")
+        out["ensemble_acc"] = float(g["ensemble_acc"])
+        out["ensemble_error"] = 100.0 - out["ensemble_acc"]
+        out["ensemble_nll"] = float(g["ensemble_nll"])
+        out["member_acc_mean"] = float(g["member_acc"].mean())
+    return out
+
+
+def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    """One row per (run, expected metric); a run without `[expect]` gives one row with its main metric."""
+    rows = []
+    for info in runs:
+        try:
+            recipe = load_resolved(info.path / "recipe.toml")
+        except (RecipeError, OSError):
+            continue
+        got = run_metrics(info.path)
+        exp = recipe.expect
+        base = {"recipe": info.recipe, "run_id": info.run_id, "state": info.state,
+                "smoke": bool(info.status.get("smoke")), "source": exp.source}
+        if not exp.metrics:
+            main = "ensemble_acc" if "ensemble_acc" in got else "test_acc"
+            rows.append({**base, "metric": main, "paper": None, "reproduced": got.get(main), "delta": None,
+                         "tolerance": None, "within": None})
+            continue
+        for metric, paper in exp.metrics.items():
+            val = got.get(metric)
+            delta = None if val is None else val - paper
+            rows.append({**base, "metric": metric, "paper": paper, "reproduced": val, "delta": delta,
+                         "tolerance": exp.tolerance, "within": None if delta is None else abs(delta) <= exp.tolerance})
+    return rows
