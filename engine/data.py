@@ -99,17 +99,28 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A classification dataset: the training split, the split evaluated during training, and its size.
+    """A classification dataset: training split, official test split, and an optional validation split.
 
-    ``eval_name`` is ``"test"`` for the official test set, ``"val"`` when ``test`` holds the last
-    ``val_split`` training images instead (as the originals' ``--valid_split`` / no ``--use_test``).
+    ``val`` holds the last ``val_split`` training images when a paper holds them out (the originals'
+    ``--valid_split`` / no ``--use_test``); training then evaluates on it each epoch (``eval_name`` "val"),
+    while analyses always use the official ``test`` split.
     """
 
     name: str
     train: Split
     test: Split
     num_classes: int
-    eval_name: str
+    val: Split | None = None
+
+    @property
+    def eval_name(self) -> str:
+        """"val" when a validation split is held out, else "test"."""
+        return "test" if self.val is None else "val"
+
+    @property
+    def eval(self) -> Split:
+        """The split evaluated during training."""
+        return self.test if self.val is None else self.val
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -153,7 +164,7 @@ def _with_eval_split(name: str, train: Split, test: Split, num_classes: int, val
     if isinstance(val_split, bool) or not isinstance(val_split, (int, np.integer)) or val_split < 0:
         raise DataError(f"val_split must be a whole number of images >= 0, got {val_split!r}")
     if val_split == 0:
-        return Dataset(name, train, test, num_classes, "test")
+        return Dataset(name, train, test, num_classes)
     n = len(train)
     if val_split >= n:
         raise DataError(
@@ -161,7 +172,7 @@ def _with_eval_split(name: str, train: Split, test: Split, num_classes: int, val
         )
     cut = n - int(val_split)
     held_out = Split(train.x[cut:], train.y[cut:])
-    return Dataset(name, Split(train.x[:cut], train.y[:cut]), held_out, num_classes, "val")
+    return Dataset(name, Split(train.x[:cut], train.y[:cut]), test, num_classes, val=held_out)
 
 
 # ---- CIFAR -----------------------------------------------------------------------------------------------
@@ -294,7 +305,7 @@ def make_synthetic(
     train = draw(num_train)
     test = draw(num_test)
     name = "synthetic" if num_classes == 10 else f"synthetic-{num_classes}"
-    return Dataset(name, train, test, num_classes, "test")
+    return Dataset(name, train, test, num_classes)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -56,7 +56,9 @@ def list_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    t = Table("name", "paper", "method", "dataset", "model")
+    t = Table("paper", "method", "dataset", "model")
+    t.columns.insert(0, Table("name").columns[0])
+    t.columns[0].no_wrap = True
     for row in rows:
         t.add_row(row["name"], row["paper"], row["method"], row["dataset"], row["model"])
     out_console.print(t)

@@ -18,14 +18,15 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     if records:
         last_stage = records[-1].get("stage")
         stage_recs = [r for r in records if r.get("stage") == last_stage]
-        evals = [r for r in stage_recs if any(k in r for k in ("test_acc", "val_acc"))]
+        evals = [r for r in stage_recs if "test_acc" in r]
         if evals:
-            split = "test" if "test_acc" in evals[-1] else "val"
-            out["test_acc"] = float(evals[-1][f"{split}_acc"])
+            out["test_acc"] = float(evals[-1]["test_acc"])
             out["test_error"] = 100.0 - out["test_acc"]
-            out["test_nll"] = float(evals[-1][f"{split}_loss"])
-            out["best_test_acc"] = max(float(r[f"{split}_acc"]) for r in evals)
-        out["train_loss"] = float(stage_recs[-1]["train_loss"])
+            out["test_nll"] = float(evals[-1]["test_loss"])
+            out["best_test_acc"] = max(float(r["test_acc"]) for r in evals)
+        trained = [r for r in stage_recs if "train_loss" in r]
+        if trained:
+            out["train_loss"] = float(trained[-1]["train_loss"])
     h5 = Path(run_dir) / "analysis.h5"
     if "predict" in groups(h5):
         g = read_group(h5, "predict")

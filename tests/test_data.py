@@ -164,7 +164,8 @@ def test_val_split_holds_out_the_last_training_images():
     ds = load_dataset("digits", val_split=100)
     assert ds.eval_name == "val"
     assert torch.equal(ds.train.x, full.train.x[:-100]) and torch.equal(ds.train.y, full.train.y[:-100])
-    assert torch.equal(ds.test.x, full.train.x[-100:]) and torch.equal(ds.test.y, full.train.y[-100:])
+    assert torch.equal(ds.val.x, full.train.x[-100:]) and torch.equal(ds.val.y, full.train.y[-100:])
+    assert ds.eval is ds.val and torch.equal(ds.test.x, full.test.x)  # the official test split stays
     with pytest.raises(DataError, match="val_split=1437 leaves no training images"):
         load_dataset("digits", val_split=1437)
     with pytest.raises(DataError, match="val_split"):
@@ -225,7 +226,7 @@ def test_fake_cifar10_tree_is_read_in_nchw_uint8(tmp_path, no_download):
     assert ds.train.y.tolist() == ytr.tolist() and ds.test.y.tolist() == yte.tolist()
     val = load_dataset("cifar10", tmp_path, val_split=5)
     assert val.eval_name == "val" and len(val.train) == 10
-    assert np.array_equal(val.test.x.numpy().reshape(5, -1), xtr[-5:])
+    assert np.array_equal(val.val.x.numpy().reshape(5, -1), xtr[-5:])
 
 
 def test_fake_cifar100_tree_uses_fine_labels(tmp_path, no_download):

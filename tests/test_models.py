@@ -13,9 +13,19 @@ from engine.models import UnknownArch, canonical_arch, create_model, list_archs
 from engine.models.earlybird import ChannelSelection, EBBottleneck, eb_preresnet_cfg
 from engine.models.preresnet import PreActBasicBlock, PreActBottleneck
 
-TORCHVISION = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2"}
+TORCHVISION = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+               "wide_resnet50_2", "wide_resnet101_2"}
 CIFAR_ARCHS = [a for a in list_archs() if a not in TORCHVISION]
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: one thread is faster, and does not stall when the machine is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def n_params(model: nn.Module) -> int:
@@ -44,7 +54,8 @@ def test_list_archs_holds_every_family_by_example():
     archs = list_archs()
     assert len(archs) == len(set(archs))
     for name in ("wrn-28-10", "wrn-16-8", "wrn-22-8", "wrn-28-2", "wrn-16-10", "wrn-10-1", "wideresnet28x10",
-                 "vgg16", "vgg16bn", "vgg19", "vgg19bn", "vgg-like", "preresnet20", "preresnet110", "preresnet164",
+                 "vgg16", "vgg16bn", "vgg19", "vgg19bn", "vgg-like",
+                 "preresnet20", "preresnet110", "preresnet164",
                  "eb-vgg11", "eb-vgg13", "eb-vgg16", "eb-vgg19", "eb-preresnet101", "eb-preresnet164",
                  "cifar_resnet_20", "cifar_resnet_110", "cifar-resnet18", "cifar-resnet50",
                  "resnet18", "resnet50", "wide_resnet50_2"):
@@ -173,7 +184,8 @@ def wrn_params_by_hand(depth: int, k: int, classes: int) -> int:
     widths = [16, 16 * k, 32 * k, 64 * k]
     total = 3 * 16 * 9
     for c_in, c_out in zip(widths, widths[1:]):
-        total += 2 * c_in + 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + (c_in * c_out if c_in != c_out else 0)
+        shortcut = c_in * c_out if c_in != c_out else 0
+        total += 2 * c_in + 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + shortcut
         total += (n - 1) * (4 * c_out + 18 * c_out * c_out)
     return total + 2 * widths[-1] + widths[-1] * classes + classes
 

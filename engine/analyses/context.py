@@ -44,7 +44,8 @@ class AnalysisContext:
 
     def eval_loader(self) -> DeviceLoader:
         d = self.recipe.data
-        return DeviceLoader(self.data.test, d.eval_batch_size, device=self.device, train=False, normalize=d.normalize)
+        return DeviceLoader(self.data.test, d.eval_batch_size, device=self.device, train=False,
+                            normalize=d.normalize)
 
     def amp(self) -> Any:
         return autocast(self.device, amp_dtype(self.device, self.recipe.run.precision))

@@ -45,6 +45,6 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "member_nll": res["member_nll"].numpy(),
         "ensemble_acc": res["ensemble_acc"],
         "ensemble_nll": res["ensemble_nll"],
-    }, attrs={"split": ctx.data.eval_name, "units": "accuracy in percent"}, meta=ctx.meta)
+    }, attrs={"split": "test", "units": "accuracy in percent"}, meta=ctx.meta)
     return {"members": len(members), "ensemble_acc": res["ensemble_acc"], "ensemble_nll": res["ensemble_nll"],
             "member_acc_mean": float(res["member_acc"].mean())}

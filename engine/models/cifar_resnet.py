@@ -1,4 +1,4 @@
-"""The random-pruning (and Sup-tickets) `cifar_resnet_A[_B]`: post-activation basic-block ResNet of depth 6n+2.
+"""The random-pruning (and Sup-tickets) `cifar_resnet_A[_B]`: post-activation basic-block ResNet, depth 6n+2.
 
 Three stages of widths B, 2B, 4B (B = 16 by default); the names `conv`, `blocks`, `fc` match the original,
 whose layer-wise rules look them up ('conv.weight' is the stem, 'fc.weight' the classifier).
@@ -16,7 +16,7 @@ from .common import scaled
 
 
 class CifarBlock(nn.Module):
-    """conv3x3(stride)-BN-ReLU-conv3x3-BN plus the shortcut (1x1 conv + BN when the shape changes), then ReLU."""
+    """conv3x3(stride)-BN-ReLU-conv3x3-BN plus the shortcut (1x1 conv + BN on a shape change), then ReLU."""
 
     def __init__(self, f_in: int, f_out: int, downsample: bool = False) -> None:
         super().__init__()
@@ -27,7 +27,9 @@ class CifarBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(f_out)
         self.shortcut = nn.Sequential()
         if downsample or f_in != f_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, 1, stride=stride, bias=False), nn.BatchNorm2d(f_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(f_in, f_out, 1, stride=stride, bias=False), nn.BatchNorm2d(f_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -36,17 +38,18 @@ class CifarBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """`cifar_resnet_<depth>_<base_width>`: stem conv3x3-BN-ReLU, 3 stages of (depth-2)/6 blocks, avgpool, Linear.
+    """`cifar_resnet_<depth>_<base_width>`: stem conv3x3-BN-ReLU, 3 stages of (depth-2)/6 blocks, avgpool, FC.
 
     Init as the original: kaiming_normal (fan_in, gain sqrt 2) on Conv/Linear weights only, all else
-    PyTorch default. `scaled_density=d` gives the `--scaled` variant: std = gain(leaky_relu 0.01) / sqrt(fan_in*d).
+    PyTorch default. `scaled_density=d` gives the `--scaled` variant:
+    std = gain(leaky_relu 0.01) / sqrt(fan_in * d).
     """
 
     def __init__(self, depth: int, num_classes: int, width: float = 1.0, base_width: int = 16,
                  scaled_density: float | None = None) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
-            raise ValueError(f"cifar_resnet depth must satisfy (depth-2) % 6 == 0 and depth >= 8, got {depth}")
+            raise ValueError(f"cifar_resnet depth must satisfy (depth-2) % 6 == 0, depth >= 8; got {depth}")
         if scaled_density is not None and not 0 < scaled_density <= 1:
             raise ValueError(f"scaled_density must be in (0, 1], got {scaled_density}")
         n = (depth - 2) // 6

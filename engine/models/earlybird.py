@@ -1,4 +1,4 @@
-"""Early-Bird ticket models (network-slimming code): the slimming VGG and the PreResNet with channel selection.
+"""Early-Bird ticket models (network-slimming code): the slimming VGG, the PreResNet with channel selection.
 
 Both take `cfg=`, the per-layer channel counts that EB channel pruning produces, so a physically pruned
 network can be built with the same definition; the unpruned model records its own `cfg`.
@@ -50,7 +50,9 @@ class ChannelSelection(nn.Module):
     def set_indexes(self, mask: torch.Tensor) -> None:
         """Set the selection from a 0/1 (or bool) vector of the input's channel count."""
         if mask.numel() != self.indexes.numel():
-            raise ValueError(f"channel selection over {self.indexes.numel()} channels got a mask of {mask.numel()}")
+            raise ValueError(
+                f"channel selection over {self.indexes.numel()} channels got a mask of {mask.numel()}"
+            )
         self.indexes.copy_(mask.to(self.indexes.dtype).reshape(self.indexes.shape))
         self.refresh()
 
@@ -146,7 +148,7 @@ class EBBottleneck(nn.Module):
 
 
 def eb_preresnet_cfg(depth: int, width: float = 1.0) -> list[int]:
-    """The unpruned cfg of an EB PreResNet: per block (selected input, conv1 out, conv2 out), then the head's selection."""
+    """The unpruned cfg of an EB PreResNet: per block (selected in, conv1 out, conv2 out), then the head."""
     if depth < 11 or (depth - 2) % 9 != 0:
         raise ValueError(f"EB PreResNet depth must satisfy (depth-2) % 9 == 0 and depth >= 11, got {depth}")
     n = (depth - 2) // 9
@@ -168,7 +170,8 @@ class EBPreResNet(nn.Module):
     pruned. Init: conv N(0, sqrt(2/(k*k*c_out))), BN gamma 0.5 and beta 0, Linear PyTorch default.
     """
 
-    def __init__(self, depth: int, num_classes: int, width: float = 1.0, cfg: Sequence[int] | None = None) -> None:
+    def __init__(self, depth: int, num_classes: int, width: float = 1.0,
+                 cfg: Sequence[int] | None = None) -> None:
         super().__init__()
         default = eb_preresnet_cfg(depth, width)
         n = (depth - 2) // 9

@@ -24,7 +24,7 @@ BUILDERS = {
 def imagenet_resnet(name: str, num_classes: int, width: float = 1.0, conv_init: str = "fan_out") -> nn.Module:
     """torchvision `name` with `num_classes` outputs and random weights; only width=1.0 is accepted."""
     if width != 1.0:
-        raise ValueError(f"arch '{name}' is torchvision's ImageNet definition and takes only width=1.0, got {width}")
+        raise ValueError(f"arch '{name}' (torchvision ImageNet model) takes only width=1.0, not {width}")
     if conv_init not in ("fan_out", "fan_in"):
         raise ValueError(f"conv_init must be 'fan_out' or 'fan_in', got {conv_init!r}")
     model = BUILDERS[name](weights=None, num_classes=num_classes)

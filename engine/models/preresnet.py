@@ -14,7 +14,7 @@ from .common import he_normal_fan_out_, scaled
 
 
 def preresnet_blocks(depth: int) -> tuple[str, int]:
-    """('bottleneck' | 'basic', blocks per stage) for a PreResNet depth; ValueError when the depth is impossible."""
+    """('bottleneck' | 'basic', blocks per stage) for a PreResNet depth; ValueError for an impossible one."""
     if depth >= 44:
         if (depth - 2) % 9 != 0:
             raise ValueError(f"PreResNet depth >= 44 must satisfy (depth-2) % 9 == 0, got {depth}")
@@ -25,11 +25,12 @@ def preresnet_blocks(depth: int) -> tuple[str, int]:
 
 
 class PreActBasicBlock(nn.Module):
-    """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3 plus the shortcut (1x1 conv on the raw input when the shape changes)."""
+    """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3 plus the shortcut (1x1 conv on the raw input if needed)."""
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
@@ -50,7 +51,8 @@ class PreActBottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)

@@ -1,7 +1,9 @@
 """The model registry: one name per architecture (the seeds' spellings, case-insensitive) and `create_model`.
 
 Parametric families (`wrn-D-K`, `preresnetD`, `cifar_resnet_A_B`, ...) are matched by pattern, so any valid
-depth or width works; `list_archs()` shows them by example.
+depth or width works; `list_archs()` shows them by example. Two seed spellings collide once lower-cased:
+Sup-tickets' CIFAR `ResNet50` is `cifar-resnet50` (`resnet50` is torchvision's ImageNet net), and the
+random-pruning / Sup-tickets `vgg19` (slimming VGG, single Linear head) is `cifar-vgg19` (`vgg19` is FGE's).
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ _FAMILIES: tuple[_Family, ...] = (
     ),
     _Family(
         pattern=r"cifar_resnet_(\d+)(?:_(\d+))?",
-        examples=("cifar_resnet_20", "cifar_resnet_32", "cifar_resnet_44", "cifar_resnet_56", "cifar_resnet_110",
-                  "cifar_resnet_20_8", "cifar_resnet_20_24"),
+        examples=("cifar_resnet_20", "cifar_resnet_32", "cifar_resnet_44", "cifar_resnet_56",
+                  "cifar_resnet_110", "cifar_resnet_20_8", "cifar_resnet_20_24"),
         canonical=lambda p: f"cifar_resnet_{p[0]}" + ("" if p[1] is None else f"_{p[1]}"),
         problem=_cifar_resnet_problem,
         build=lambda p, c, w, **o: CifarResNet(p[0], c, w, base_width=16 if p[1] is None else p[1], **o),

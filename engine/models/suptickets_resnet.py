@@ -1,4 +1,4 @@
-"""Sup-tickets' CIFAR ResNet-18/34/50 (its `ResNet50` with --data cifar100): ImageNet block layout, CIFAR stem.
+"""Sup-tickets' CIFAR ResNet-18/34/50 (its `ResNet50` with --data cifar100): ImageNet blocks, CIFAR stem.
 
 3x3 stride-1 stem without maxpool, stages of 64/128/256/512 planes, a bias-free Linear named `classifier`
 (Sup-tickets' layer rules look that name up). PyTorch default init throughout.
@@ -22,7 +22,9 @@ STAGES: dict[int, tuple[str, list[int]]] = {
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
     if stride == 1 and in_planes == out_planes:
         return nn.Sequential()
-    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes))
+    return nn.Sequential(
+        nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes)
+    )
 
 
 class BasicBlock(nn.Module):
@@ -45,7 +47,7 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1(x4)-BN plus the shortcut, then ReLU (stride on the 3x3)."""
+    """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1(x4)-BN plus the shortcut, then ReLU (v1.5 stride)."""
 
     expansion = 4
 
@@ -67,7 +69,7 @@ class Bottleneck(nn.Module):
 
 
 class CifarStemResNet(nn.Module):
-    """`cifar-resnet18/34/50`: Sup-tickets' ResNet for 32x32 inputs; returns logits from `classifier` (no bias)."""
+    """`cifar-resnet18/34/50`: Sup-tickets' ResNet for 32x32 inputs; logits from `classifier` (no bias)."""
 
     def __init__(self, depth: int, num_classes: int, width: float = 1.0) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ VGG_LIKE_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
 
 
 class FGEVGG(nn.Module):
-    """FGE repo VGG16/VGG19 (`VGG16`, `VGG16BN`, ...): conv3x3 with bias, optional BN, ReLU, maxpool per block.
+    """FGE repo VGG16/19 (`VGG16`, `VGG16BN`, ...): conv3x3 with bias, optional BN, ReLU, maxpool per block.
 
     Classifier Dropout-Linear(512,512)-ReLU-Dropout-Linear(512,512)-ReLU-Linear(512,C).
     Init as the original: conv N(0, sqrt(2/(k*k*c_out))) with bias 0; Linear and BN PyTorch defaults.
@@ -77,7 +77,8 @@ class VGGLike(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 out_ch = scaled(int(v), width)
-                layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch),
+                           nn.ReLU(inplace=True)]
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)
         hidden = scaled(512, width)

@@ -49,9 +49,10 @@ class NetworkBlock(nn.Module):
 
     def __init__(self, n: int, in_planes: int, out_planes: int, stride: int, dropout: float) -> None:
         super().__init__()
-        blocks = [WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, dropout)
-                  for i in range(n)]
-        self.layer = nn.Sequential(*blocks)
+        self.layer = nn.Sequential(*(
+            WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, dropout)
+            for i in range(n)
+        ))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
@@ -96,7 +97,7 @@ class WideResNet(nn.Module):
 
 
 class FGEWideBasic(nn.Module):
-    """FGE repo block: BN-ReLU-conv3x3(bias)-dropout-BN-ReLU-conv3x3(stride, bias); the shortcut reads the raw input."""
+    """FGE block: BN-ReLU-conv3x3(bias)-dropout-BN-ReLU-conv3x3(stride, bias); shortcut reads raw input."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
         super().__init__()
@@ -116,7 +117,7 @@ class FGEWideBasic(nn.Module):
 
 
 class FGEWideResNet(nn.Module):
-    """The FGE / mode-connectivity repo's `WideResNet28x10` (depth 28, widen 10, dropout 0, PyTorch default init).
+    """The FGE / mode-connectivity repo's `WideResNet28x10` (depth 28, widen 10, dropout 0, default init).
 
     Quirk kept from the original: the head BatchNorm uses momentum=0.9, i.e. its running statistics are
     90% the latest batch (PyTorch's convention), unlike every other BN (0.1).
