@@ -211,7 +211,7 @@ class Trainer:
             opt.step()
             self.step += 1
             method.after_step()
-            loss_sum += loss.detach().float() * y.numel()
+            loss_sum += total.detach().float() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
             self.ctx.log.progress.advance()

@@ -35,6 +35,9 @@ def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: boo
         if run_dir is None:
             raise RunDirError(f"{root / name}: no unfinished run to resume")
         if not (run_dir / "recipe.toml").is_file():
+            if out and (not run_dir.exists() or {p.name for p in run_dir.iterdir()} <= {".lock"}):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                return run_dir, False  # killed before it wrote anything: start it afresh
             raise RunDirError(f"{run_dir}: not a run directory (no recipe.toml)")
         return run_dir, True
     if out:
