@@ -1,0 +1,44 @@
+"""Every recipe, every stage and every analysis end to end under --smoke (the CLI as a user runs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.store import groups
+from repro.recipe import load, recipe_names
+
+REPRO = [sys.executable, "-m", "repro.cli"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_smoke(name: str, tmp_path: Path) -> None:
+    env = {**os.environ, "REPRO_ROOT": str(tmp_path)}
+    res = subprocess.run([*REPRO, "run", name, "--smoke", "--quiet", "--device", "cpu"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    resolved = load(name, smoke=True)
+    runs = sorted(p for p in (tmp_path / name).iterdir() if p.is_dir())
+    assert len(runs) == len(resolved)
+    for run, res_ in zip(runs, resolved):
+        status = json.loads((run / "status.json").read_text())
+        assert status["state"] == "done" and status["smoke"] is True
+        for stage in res_.recipe.stage:
+            assert (run / stage.name / "final.pt").exists() and (run / stage.name / "tickets.json").exists()
+        assert set(res_.recipe.analyses) <= set(groups(run / "analysis.h5"))
+
+
+def test_bench_json_contract() -> None:
+    res = subprocess.run([*REPRO, "bench", "--arch", "cifar_resnet_8", "--device", "cpu", "--batch-size", "16",
+                          "--steps", "2", "--warmup", "1", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert {"arch", "device", "batch_size", "precision", "dense_img_s", "sparse_img_s"} <= set(out)
+    assert out["arch"] == "cifar_resnet_8" and out["device"] == "cpu" and out["batch_size"] == 16
+    assert out["precision"] == "fp32" and out["dense_img_s"] > 0
