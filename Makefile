@@ -16,7 +16,6 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/repro run recipes/demo_digits.toml
-	$(BIN)/repro report --recipe demo_digits
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
