@@ -128,6 +128,39 @@ class ScheduleConfig(Strict):
         return self
 
 
+SPARSE_INITS = ("uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "grasp", "pruning", "prune_uniform",
+                "prune_global", "dense")
+
+
+class SparseConfig(Strict):
+    """`[train.sparse]` / `[stage.sparse]`: the masks and their topology updates (engine/sparse)."""
+
+    density: float = Field(0.05, gt=0, le=1)
+    init: str = "ERK"
+    erk_power_scale: float = Field(1.0, gt=0)
+    fc_density: float = Field(1.0, gt=0, le=1)
+    dense_layers: list[str] = Field(default_factory=list)
+    draw: Literal["exact", "bernoulli"] = "exact"
+    mask_momentum: bool = True
+    update_frequency: int = Field(1000, gt=0)
+    prune: Literal["magnitude", "set", "threshold"] = "magnitude"
+    growth: Literal["random", "gradient", "momentum"] = "gradient"
+    redistribution: Literal["none", "magnitude", "nonzeros"] = "none"
+    prune_rate: float = Field(0.5, ge=0, lt=1)
+    prune_rate_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    prune_rate_min: float = Field(0.005, ge=0, lt=1)
+    threshold: float = Field(1e-3, gt=0)
+    stop_updates_epoch: int = Field(0, ge=0)
+    score_batch: int = Field(128, gt=0)
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v not in SPARSE_INITS:
+            raise ValueError(f"unknown sparse init '{v}'{suggest(v, SPARSE_INITS)}")
+        return v
+
+
 class TrainDefaults(Strict):
     """`[train]`: settings every stage inherits unless it sets its own."""
 
@@ -136,6 +169,7 @@ class TrainDefaults(Strict):
     schedule: ScheduleConfig | None = None
     save_every: int | None = Field(None, ge=0)
     eval_every: int | None = Field(None, gt=0)
+    sparse: SparseConfig | None = None
 
 
 class StageConfig(Strict):
@@ -149,6 +183,7 @@ class StageConfig(Strict):
     save_every: int = Field(0, ge=0)
     eval_every: int = Field(1, gt=0)
     init_from: str = ""
+    sparse: SparseConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("method")

@@ -14,7 +14,7 @@ from rich.table import Table
 from repro.recipe import RecipeError, load, load_resolved, recipe_names, to_toml
 from repro.rundir import RunDirError, list_runs, read_run, run_root
 
-out_console = Console()
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class UsageProblem(click.ClickException):
@@ -287,6 +287,73 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
         return
     t = Table(*result.keys())
     t.add_row(*(str(v) for v in result.values()))
+    out_console.print(t)
+
+
+@cli.command()
+@click.option("--arch", required=True, help="Registry name, e.g. wrn-28-10.")
+@click.option("--init", "init", required=True, help="uniform, uniform_plus, ER, ERK, ERK_plus, snip, grasp, ...")
+@click.option("--density", type=float, required=True)
+@click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--width", type=float, default=1.0, show_default=True)
+@click.option("--erk-power-scale", type=float, default=1.0, show_default=True)
+@click.option("--fc-density", type=float, default=1.0, show_default=True, help="ERK_plus: the classifier's density.")
+@click.option("--dense", "dense", multiple=True, metavar="PATTERN", help="Weights left dense (fnmatch on names).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def sparsity(arch: str, init: str, density: float, num_classes: int, width: float, erk_power_scale: float,
+             fc_density: float, dense: tuple[str, ...], seed: int, as_json: bool) -> None:
+    """Per-layer densities a sparse init gives, without training (every conv and linear weight is masked)."""
+    import torch
+    from pydantic import ValidationError
+
+    from engine.config import SparseConfig
+    from engine.models import UnknownArch, create_model
+    from engine.sparse.inits import (
+        grasp_scores,
+        layer_densities,
+        magnitude_masks,
+        maskable,
+        overall_density,
+        snip_scores,
+    )
+
+    try:
+        cfg = SparseConfig(density=density, init=init, erk_power_scale=erk_power_scale, fc_density=fc_density,
+                           dense_layers=list(dense))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]).replace("_", "-")
+        raise UsageProblem(f"--{key}: {err['msg'].removeprefix('Value error, ')}") from None
+    torch.manual_seed(seed)
+    try:
+        model = create_model(arch, num_classes, width)
+    except (UnknownArch, ValueError) as e:
+        raise UsageProblem(str(e)) from None
+    params = maskable(model, cfg.dense_layers)
+    if cfg.init in ("pruning", "prune_global", "prune_uniform"):
+        scope = "uniform" if cfg.init == "prune_uniform" else "global"
+        masks = magnitude_masks(params, cfg.density, scope)
+        dens = {n: float(m.float().mean()) for n, m in masks.items()}
+    else:
+        scores = None
+        if cfg.init in ("snip", "grasp"):
+            from engine.data import DeviceLoader, load_dataset
+
+            x, y = next(iter(DeviceLoader(load_dataset("digits").train, 128, train=False, normalize="digits")))
+            fn = snip_scores if cfg.init == "snip" else grasp_scores
+            scores = fn(model, x, y % num_classes, list(params))
+        dens = layer_densities(model, cfg.init, cfg.density, dense=cfg.dense_layers,
+                               erk_power_scale=cfg.erk_power_scale, fc_density=cfg.fc_density, scores=scores)
+    layers = [{"name": n, "shape": list(p.shape), "numel": p.numel(), "density": dens[n]} for n, p in params.items()]
+    result = {"overall_density": overall_density(params, dens), "layers": layers}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    t = Table("layer", "shape", "numel", "density", title=f"{arch} {init} d={density}: overall "
+              f"{result['overall_density']:.6f}")
+    for row in layers:
+        t.add_row(row["name"], "x".join(map(str, row["shape"])), str(row["numel"]), f"{row['density']:.6f}")
     out_console.print(t)
 
 

@@ -34,8 +34,28 @@ def plot_predict(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+def plot_sparsity(g: dict[str, Any], title: str) -> plt.Figure:
+    """Each masked layer's density over the epochs (thin lines) and the whole model's (thick)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    epochs, dens = g["epoch"], g["layer_density"]
+    for j in range(dens.shape[1]):
+        ax1.plot(epochs, dens[:, j], lw=0.8, alpha=0.6)
+    ax1.plot(epochs, g["overall_density"], color="black", lw=2.5, label="overall")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("density")
+    ax1.legend(loc="upper right", fontsize=8)
+    last = dens[-1]
+    ax2.barh(range(len(last)), last, color="#4c78a8")
+    ax2.set_yticks(range(len(last)), list(g["layer_names"]), fontsize=6)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("final density")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], str], plt.Figure]] = {
     "predict": plot_predict,
+    "sparsity": plot_sparsity,
 }
 
 

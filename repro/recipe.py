@@ -167,8 +167,12 @@ def apply_smoke(raw: dict[str, Any]) -> None:
                 st["init_from"] = f"{name}@{min(int(ep), capped[name])}"
 
 
-def expand_sweep(raw: dict[str, Any], origin: str) -> list[tuple[str, dict[str, Any]]]:
-    """The cartesian product of `[sweep]` lists, each as (tag, raw recipe); a tag names its values."""
+def expand_sweep(raw: dict[str, Any], origin: str, cover: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The cartesian product of `[sweep]` lists, each as (tag, raw recipe); a tag names its values.
+
+    cover=True (for --smoke) gives only as many points as the longest list, point i taking value i (cycling) of
+    every list, so each value still runs once without the whole product.
+    """
     sweep = raw.pop("sweep", {}) or {}
     if not isinstance(sweep, dict):
         raise RecipeError([f"{origin}: sweep: must be a table of KEY = [values]"])
@@ -180,7 +184,12 @@ def expand_sweep(raw: dict[str, Any], origin: str) -> list[tuple[str, dict[str, 
         return [("", raw)]
     keys = list(sweep)
     out = []
-    for values in itertools.product(*(sweep[k] for k in keys)):
+    if cover:
+        longest = max(len(v) for v in sweep.values())
+        points = [tuple(sweep[k][i % len(sweep[k])] for k in keys) for i in range(longest)]
+    else:
+        points = list(itertools.product(*(sweep[k] for k in keys)))
+    for values in points:
         r = copy.deepcopy(raw)
         problems = apply_overrides(r, list(zip(keys, values)), origin)
         if problems:
@@ -300,11 +309,8 @@ def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = 
     if problems:
         raise RecipeError(problems)
     out = []
-    for tag, r in expand_sweep(raw, origin):
+    for tag, r in expand_sweep(raw, origin, cover=smoke):
         out.append(Resolved(validate(r, origin), tag, path))
-    if smoke:  # a --set or [smoke] may not lift the smoke caps above the profile silently
-        for res in out:
-            res.recipe.smoke = {}
     return out
 
 

@@ -3,11 +3,12 @@
 from collections.abc import Callable
 from typing import Any
 
-from engine.analyses import predict
+from engine.analyses import predict, sparsity
 from engine.analyses.context import AnalysisContext
 
 ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
     "predict": predict.run,
+    "sparsity": sparsity.run,
 }
 
 __all__ = ["ANALYSES", "AnalysisContext"]

@@ -1,10 +1,18 @@
 """One module per paper procedure; METHODS maps a recipe's `method` to its class."""
 
 from engine.methods.base import Method
+from engine.methods.dst import DST
+from engine.methods.fix import Fix
+from engine.methods.gmp import GMP
+from engine.methods.granet import GraNet
 from engine.methods.train import Train
 
 METHODS: dict[str, type[Method]] = {
     "train": Train,
+    "fix": Fix,
+    "dst": DST,
+    "granet": GraNet,
+    "gmp": GMP,
 }
 
 __all__ = ["METHODS", "Method"]

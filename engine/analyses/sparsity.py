@@ -1,0 +1,32 @@
+"""`sparsity`: the layer-wise densities of a sparse stage over training (one row per epoch), from its final.pt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.analyses.context import AnalysisContext
+from engine.io import load_checkpoint
+from engine.store import write_group
+
+
+def run(ctx: AnalysisContext) -> dict[str, Any]:
+    """Write /sparsity for the last stage that trained with masks."""
+    for stage in reversed(ctx.recipe.stage):
+        path = ctx.run_dir / stage.name / "final.pt"
+        if not path.exists():
+            continue
+        method = load_checkpoint(path).get("method", {})
+        if "masking" in method and method.get("history"):
+            hist = method["history"]
+            names = list(method["masking"]["names"])
+            write_group(ctx.h5, "sparsity", {
+                "layer_names": names,
+                "layer_density": np.array([h["layers"] for h in hist], dtype=np.float64),
+                "overall_density": np.array([h["density"] for h in hist], dtype=np.float64),
+                "epoch": np.array([h["epoch"] for h in hist], dtype=np.int64),
+                "step": np.array([h["step"] for h in hist], dtype=np.int64),
+            }, attrs={"stage": stage.name}, meta=ctx.meta)
+            return {"stage": stage.name, "final_density": hist[-1]["density"], "layers": len(names)}
+    raise FileNotFoundError(f"{ctx.run_dir}: no finished sparse stage (sparsity needs a stage with masks)")

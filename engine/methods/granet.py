@@ -1,0 +1,64 @@
+"""GraNet (Sup-tickets' `--method GraNet`): gradual magnitude pruning with zero-cost neuroregeneration.
+
+    masks <- ERK at init_density
+    every update_frequency steps (from init_prune_epoch on):
+        target density(i) = final + (init - final)·(1 - (i - i0)/n)^3 for i0 <= i < i1 (the cubic schedule)
+        global magnitude pruning down to the target (strictly larger |w| kept)
+        prune rate·active weights per layer by magnitude, regrow as many by |grad| (density unchanged)
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from engine.config import Strict
+from engine.methods.sparse_base import SparseMethod
+from engine.sparse.topology import gradual_density
+
+
+class GraNet(SparseMethod):
+    """Gradual pruning to `final_density`, neuroregeneration at every update."""
+
+    topology_updates = True
+    regrow = True
+
+    class Params(Strict):
+        init_density: float = Field(0.5, gt=0, le=1)
+        final_density: float = Field(0.05, gt=0, le=1)
+        init_prune_epoch: float = Field(0, ge=0)
+        final_prune_epoch: float = Field(110, ge=0)
+
+    def initial_density(self) -> float:
+        return self.params.init_density
+
+    def update_topology(self, rate: float | None = None) -> None:
+        t, p = self.trainer, self.params
+        steps_per_epoch = len(t.train_loader)
+        if t.step < p.init_prune_epoch * steps_per_epoch:
+            return
+        target = gradual_density(t.step, self.scfg.update_frequency, steps_per_epoch, p.init_density,
+                                 p.final_density, p.init_prune_epoch, p.final_prune_epoch)
+        if target is not None:
+            self.prune_to(target)
+        if self.regrow:
+            super().update_topology(rate)
+
+    @torch.no_grad()
+    def prune_to(self, density: float) -> None:
+        """Global magnitude pruning: keep the int(N·density) largest active |w| over all masked layers."""
+        names, params, masks = self.masking.names, self.masking.params, self.masking.masks
+        sizes = [m.numel() for m in masks.values()]
+        keep = int(sum(sizes) * density)
+        score = torch.cat([torch.where(masks[n], p.detach().abs().float(), torch.full_like(p, -1.0, dtype=torch.float))
+                           .flatten() for n, p in zip(names, params)])
+        n_active = int((score >= 0).sum())
+        if keep >= n_active:
+            return
+        chosen = torch.zeros_like(score, dtype=torch.bool)
+        chosen[torch.topk(score, keep, sorted=False).indices] = True
+        new, i = {}, 0
+        for n, s in zip(names, sizes):
+            new[n] = chosen[i:i + s].view_as(masks[n]).to(masks[n].device)
+            i += s
+        self.masking.set_masks(new)

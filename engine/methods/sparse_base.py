@@ -1,0 +1,135 @@
+"""What every sparse method shares: masks drawn at setup, applied after each step, topology updates on a
+step schedule, and the layer-wise densities over training (for /sparsity)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from engine.config import SparseConfig
+from engine.methods.base import Method
+from engine.sparse.inits import draw_masks, grasp_scores, layer_densities, magnitude_masks, maskable, snip_scores
+from engine.sparse.masks import Masking
+from engine.sparse.topology import grow, prune_magnitude, prune_rate_at, prune_set, prune_threshold, redistribute
+
+
+class SparseMethod(Method):
+    """Static sparse training by default; subclasses decide when and how the topology changes."""
+
+    sparse = True
+    topology_updates = False  # DST-style prune-and-grow every update_frequency steps
+
+    def setup(self) -> None:
+        t = self.trainer
+        self.scfg: SparseConfig = t.cfg.sparse or SparseConfig()
+        self.generator = torch.Generator().manual_seed(t.ctx.recipe.run.seed * 7919 + t.ctx.index)
+        params = maskable(self.model, self.scfg.dense_layers)
+        if not params:
+            raise ValueError("no maskable weights (every conv/linear weight is in dense_layers)")
+        self.masking = Masking(self.model, list(params), t.optimizer, self.scfg.mask_momentum)
+        self.masking.set_masks(self.initial_masks())
+        self.history: list[dict[str, Any]] = []
+        self.updates = 0
+
+    # ---- initial masks -------------------------------------------------------------------------------
+    def initial_density(self) -> float:
+        return self.scfg.density
+
+    def initial_masks(self) -> dict[str, torch.Tensor]:
+        """Masks from the configured rule: a layer-wise ratio drawn at random, or magnitude pruning of the weights."""
+        cfg, d = self.scfg, self.initial_density()
+        cpu = {n: p.detach().float().cpu() for n, p in zip(self.masking.names, self.masking.params)}
+        if cfg.init in ("pruning", "prune_global"):
+            return magnitude_masks(cpu, d, "global")
+        if cfg.init == "prune_uniform":
+            return magnitude_masks(cpu, d, "uniform")
+        scores = None
+        if cfg.init in ("snip", "grasp"):
+            x, y = self.score_batch()
+            fn = snip_scores if cfg.init == "snip" else grasp_scores
+            scores = {n: s.cpu() for n, s in fn(self.model, x, y, self.masking.names).items()}
+        dens = layer_densities(self.model, cfg.init, d, dense=cfg.dense_layers, erk_power_scale=cfg.erk_power_scale,
+                               fc_density=cfg.fc_density, scores=scores)
+        return draw_masks(cpu, dens, self.generator, exact=cfg.draw == "exact")
+
+    def score_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented training batch of `score_batch` images (epoch 0's order) for SNIP / GraSP scores."""
+        loader = self.trainer.train_loader
+        loader.set_epoch(0)
+        xs, ys, n = [], [], 0
+        for x, y in loader:
+            xs.append(x)
+            ys.append(y)
+            n += y.numel()
+            if n >= self.scfg.score_batch:
+                break
+        return torch.cat(xs)[: self.scfg.score_batch], torch.cat(ys)[: self.scfg.score_batch]
+
+    # ---- the step ------------------------------------------------------------------------------------
+    def after_step(self) -> None:
+        self.masking.apply()
+        if self.topology_updates and self.trainer.step % self.scfg.update_frequency == 0 and self.updates_allowed():
+            self.update_topology()
+
+    def updates_allowed(self) -> bool:
+        stop = self.scfg.stop_updates_epoch
+        return not stop or self.trainer.epoch < stop
+
+    def prune_rate(self) -> float:
+        c, t = self.scfg, self.trainer
+        total = t.cfg.epochs * len(t.train_loader)
+        return prune_rate_at(c.prune_rate_schedule, c.prune_rate, c.prune_rate_min, t.step, total)
+
+    @torch.no_grad()
+    def update_topology(self, rate: float | None = None) -> None:
+        """Prune `rate` of each layer's active weights and regrow as many (per layer, or redistributed), exactly."""
+        c = self.scfg
+        rate = self.prune_rate() if rate is None else rate
+        names, params, masks = self.masking.names, self.masking.params, self.masking.masks
+        active, sizes = self.masking.counts()
+        pruned: dict[str, torch.Tensor] = {}
+        removed = []
+        for n, p, a, s in zip(names, params, active, sizes):
+            if a == s or a == 0:  # a dense (or empty) layer keeps its topology
+                pruned[n] = masks[n]
+                removed.append(0)
+                continue
+            if c.prune == "threshold":
+                new = prune_threshold(p, masks[n], c.threshold)
+            else:
+                k = math.ceil(rate * a)
+                new = (prune_set if c.prune == "set" else prune_magnitude)(p, masks[n], k)
+            pruned[n] = new
+            removed.append(a - int(new.sum()))
+        self.masking.set_masks(pruned)  # zero the pruned weights (and their momentum) before growing
+        after = [a - r for a, r in zip(active, removed)]
+        regrow = redistribute(removed, after, sizes, c.redistribution, list(params),
+                              [self.masking.masks[n] for n in names])
+        state = self.trainer.optimizer.state
+        grown = {}
+        for n, p, k in zip(names, params, regrow):
+            mom = state.get(p, {}).get("momentum_buffer", state.get(p, {}).get("exp_avg"))
+            grown[n] = grow(self.masking.masks[n], k, c.growth, grad=p.grad, momentum=mom, generator=self.generator)
+        self.masking.set_masks(grown)  # grown weights start at zero (they were zero while inactive)
+        self.updates += 1
+
+    # ---- records -------------------------------------------------------------------------------------
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        layers = self.masking.layer_density()
+        active, sizes = self.masking.counts()
+        density = sum(active) / sum(sizes)
+        record["density"] = density
+        self.history.append({"epoch": epoch + 1, "step": self.trainer.step, "density": density,
+                             "layers": [layers[n] for n in self.masking.names]})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masking": self.masking.state_dict(), "history": self.history, "updates": self.updates,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masking.load_state_dict(state["masking"])
+        self.history = list(state["history"])
+        self.updates = int(state["updates"])
+        self.generator.set_state(state["generator"])
