@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(recipe: Recipe, device: torch.device, steps: int, warmup: int) -> float:
-    """Images per second over `steps` training steps after `warmup` steps (the loop of Trainer.train_epoch)."""
+def stepper(recipe: Recipe, device: torch.device) -> Callable[[int], None]:
+    """A function running n training steps of the recipe's first stage exactly as Trainer.train_epoch does."""
     data = recipe_data(recipe)
     stage = recipe.stage[0]
     torch.manual_seed(0)
@@ -31,33 +32,45 @@ def measure(recipe: Recipe, device: torch.device, steps: int, warmup: int) -> fl
     trainer = Trainer(ctx, model, METHODS[stage.method])
     trainer.method.setup()
     per_epoch = len(trainer.train_loader)
-    bs = recipe.data.batch_size
+    state = {"epoch": 0, "it": None, "left": 0}
 
     def run(n: int) -> None:
-        epoch = 0
-        while n > 0:
-            k = min(n, per_epoch)
-            trainer.train_loader.set_epoch(epoch)
-            it = iter(trainer.train_loader)
-            trainer.model.train()
-            for _ in range(k):
-                x, y = next(it)
-                with trainer.amp():
-                    loss = torch.nn.functional.cross_entropy(trainer.method.forward(x), y)
-                trainer.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                trainer.method.before_step()
-                trainer.optimizer.step()
-                trainer.method.after_step()
-            n -= k
-            epoch += 1
+        trainer.model.train()
+        for _ in range(n):
+            if state["left"] == 0:
+                trainer.train_loader.set_epoch(state["epoch"])
+                state.update(it=iter(trainer.train_loader), left=per_epoch, epoch=state["epoch"] + 1)
+            x, y = next(state["it"])
+            state["left"] -= 1
+            with trainer.amp():
+                loss = torch.nn.functional.cross_entropy(trainer.method.forward(x), y)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.method.before_step()
+            trainer.optimizer.step()
+            trainer.step += 1
+            trainer.method.after_step()
 
-    run(warmup)
-    _sync(device)
-    t0 = time.perf_counter()
-    run(steps)
-    _sync(device)
-    return steps * bs / (time.perf_counter() - t0)
+    return run
+
+
+def measure(
+    recipes: dict[str, Recipe], device: torch.device, steps: int, warmup: int, repeats: int = 3
+) -> dict[str, float]:
+    """Images/s of each recipe's training step: timed windows of `steps` steps, alternating between the recipes
+    `repeats` times so drift (clocks, caches, other load) hits all alike; the best window of each is kept."""
+    runs = {k: stepper(r, device) for k, r in recipes.items()}
+    best = dict.fromkeys(recipes, 0.0)
+    for run in runs.values():
+        run(warmup)
+    for _ in range(repeats):
+        for k, run in runs.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            run(steps)
+            _sync(device)
+            best[k] = max(best[k], steps * recipes[k].data.batch_size / (time.perf_counter() - t0))
+    return best
 
 
 def bench_recipe(arch: str, batch_size: int, precision: str, method: str = "train",

@@ -257,31 +257,32 @@ def report(as_json: bool, only: str | None, show_all: bool, root: str | None) ->
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed steps (default 20, 3 on the CPU).")
 @click.option("--warmup", type=click.IntRange(min=0), default=None)
 @click.option("--width", type=float, default=1.0, help="Channel multiplier.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed windows per variant, alternating; the best is reported.")
 @click.option("--compile", "use_compile", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precision: str, steps: int | None,
-          warmup: int | None, width: float, use_compile: bool, as_json: bool) -> None:
+          warmup: int | None, width: float, repeats: int, use_compile: bool, as_json: bool) -> None:
     """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data."""
     from engine.bench import bench_recipe, measure
     from engine.device import resolve_device
-    from engine.methods import METHODS
 
     dev = resolve_device(device)
     cpu = dev.type == "cpu"
     bs = batch_size or (32 if cpu else 128)
     steps = steps or (3 if cpu else 20)
     warmup = warmup if warmup is not None else (1 if cpu else 5)
-    recipe = bench_recipe(arch, bs, precision, compile=use_compile)
-    recipe.model.width = width
+    recipes = {"dense": bench_recipe(arch, bs, precision, compile=use_compile)}
+    if sparse:
+        recipes["sparse"] = bench_recipe(arch, bs, precision, method="fix", compile=use_compile)
+    for r in recipes.values():
+        r.model.width = width
+    speed = measure(recipes, dev, steps, warmup, repeats)
     result = {"arch": arch, "device": str(dev), "batch_size": bs,
               "precision": "bf16" if (precision != "fp32" and not cpu) else "fp32",
-              "dense_img_s": round(measure(recipe, dev, steps, warmup), 2), "sparse_img_s": None}
+              "dense_img_s": round(speed["dense"], 2), "sparse_img_s": round(speed["sparse"], 2) if sparse else None}
     if sparse:
-        if "fix" not in METHODS:
-            raise UsageProblem("--sparse needs the sparse engine, which is not built yet")
-        srec = bench_recipe(arch, bs, precision, method="fix", compile=use_compile)
-        srec.model.width = width
-        result["sparse_img_s"] = round(measure(srec, dev, steps, warmup), 2)
+        result["sparse_overhead"] = round(speed["dense"] / speed["sparse"] - 1, 4)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -36,9 +36,11 @@ def test_recipe_smoke(name: str, tmp_path: Path) -> None:
 
 def test_bench_json_contract() -> None:
     res = subprocess.run([*REPRO, "bench", "--arch", "cifar_resnet_8", "--device", "cpu", "--batch-size", "16",
-                          "--steps", "2", "--warmup", "1", "--json"], capture_output=True, text=True, timeout=120)
+                          "--steps", "2", "--warmup", "1", "--repeats", "1", "--sparse", "--json"],
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {"arch", "device", "batch_size", "precision", "dense_img_s", "sparse_img_s"} <= set(out)
     assert out["arch"] == "cifar_resnet_8" and out["device"] == "cpu" and out["batch_size"] == 16
-    assert out["precision"] == "fp32" and out["dense_img_s"] > 0
+    assert out["precision"] == "fp32" and out["dense_img_s"] > 0 and out["sparse_img_s"] > 0
+    assert out["sparse_overhead"] == pytest.approx(out["dense_img_s"] / out["sparse_img_s"] - 1, abs=1e-3)

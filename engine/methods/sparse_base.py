@@ -10,7 +10,15 @@ import torch
 
 from engine.config import SparseConfig
 from engine.methods.base import Method
-from engine.sparse.inits import draw_masks, grasp_scores, layer_densities, magnitude_masks, maskable, snip_scores
+from engine.sparse.inits import (
+    draw_masks,
+    grasp_batch,
+    grasp_scores,
+    layer_densities,
+    magnitude_masks,
+    maskable,
+    snip_scores,
+)
 from engine.sparse.masks import Masking
 from engine.sparse.topology import grow, prune_magnitude, prune_rate_at, prune_set, prune_threshold, redistribute
 
@@ -46,10 +54,18 @@ class SparseMethod(Method):
         if cfg.init == "prune_uniform":
             return magnitude_masks(cpu, d, "uniform")
         scores = None
-        if cfg.init in ("snip", "grasp"):
+        if cfg.init == "snip":
             x, y = self.score_batch()
-            fn = snip_scores if cfg.init == "snip" else grasp_scores
-            scores = {n: s.cpu() for n, s in fn(self.model, x, y, self.masking.names).items()}
+            dev = x.device
+            gen = self.generator
+            if dev.type != "cpu":
+                gen = torch.Generator(dev).manual_seed(self.generator.initial_seed())
+            scores = {n: s.cpu() for n, s in snip_scores(self.model, x, y, self.masking.names, generator=gen).items()}
+        elif cfg.init == "grasp":  # 25 images of every class, as the original (without its 10-class limit)
+            loader = self.trainer.train_loader
+            loader.set_epoch(0)
+            x, y = grasp_batch(loader, self.trainer.ctx.data.num_classes)
+            scores = {n: s.cpu() for n, s in grasp_scores(self.model, x, y, self.masking.names).items()}
         dens = layer_densities(self.model, cfg.init, d, dense=cfg.dense_layers, erk_power_scale=cfg.erk_power_scale,
                                fc_density=cfg.fc_density, scores=scores)
         return draw_masks(cpu, dens, self.generator, exact=cfg.draw == "exact")
