@@ -183,6 +183,9 @@ class StageConfig(Strict):
     save_every: int = Field(0, ge=0)
     eval_every: int = Field(1, gt=0)
     init_from: str = ""
+    seed: int | None = None
+    group: str = ""
+    record_predictions: bool = False
     sparse: SparseConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -217,6 +220,22 @@ class ExpectConfig(Strict):
         return v
 
 
+class AnalysisOptions(Strict):
+    """`[analysis]`: settings of the analyses (and of what training records for them)."""
+
+    bins: int = Field(15, gt=1, le=100)
+    ood_dataset: str = "cifar100"
+    tsne_images: int = Field(500, gt=0)
+    tsne_perplexity: float = Field(30.0, gt=0)
+
+    @field_validator("ood_dataset")
+    @classmethod
+    def _ood(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset '{v}'{suggest(v, DATASETS)}")
+        return v
+
+
 class Recipe(Strict):
     """A whole recipe: one original command line (or a short pipeline of them) made reproducible."""
 
@@ -232,6 +251,7 @@ class Recipe(Strict):
     train: TrainDefaults = Field(default_factory=TrainDefaults)
     stage: list[StageConfig] = Field(min_length=1)
     expect: ExpectConfig = Field(default_factory=ExpectConfig)
+    analysis: AnalysisOptions = Field(default_factory=AnalysisOptions)
     smoke: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -269,6 +289,8 @@ def cross_check(recipe: Recipe) -> list[tuple[str, str]]:
             for err in e.errors():
                 path = ".".join(str(x) for x in (f"stage.{i}.params", *err["loc"]))
                 problems.append((path, err["msg"].removeprefix("Value error, ")))
+        else:
+            problems += [(f"stage.{i}.{key}", msg) for key, msg in METHODS[st.method].check(st)]
         if st.name in seen:
             problems.append((f"stage.{i}.name", f"stage name '{st.name}' is used twice"))
         if st.init_from:

@@ -31,7 +31,7 @@ def build_stage_model(
     recipe: Recipe, stage: StageConfig, index: int, num_classes: int, run_dir: Path
 ) -> torch.nn.Module:
     """The stage's starting model: seeded fresh init, then an earlier stage's weights if `init_from` says so."""
-    torch.manual_seed(recipe.run.seed + 1000 * index)
+    torch.manual_seed((recipe.run.seed if stage.seed is None else stage.seed) + 1000 * index)
     model = create_model(recipe.model.arch, num_classes, recipe.model.width)
     if stage.init_from:
         state = load_checkpoint(checkpoint_path(run_dir, stage.init_from))

@@ -44,3 +44,23 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
             return (1 - 2 * t) * cfg.lr_1 + 2 * t * cfg.lr_2
         return (2 * t - 1) * cfg.lr_1 + (2 - 2 * t) * cfg.lr_2
     raise ValueError(f"unknown schedule '{name}'")
+
+
+def edst_boundaries(epochs: int, explore: int, phases: int) -> tuple[float, list[int], list[int]]:
+    """main_EDST.py's phase bookkeeping: phase length I = (E - explore)/M (may be fractional), restart epochs
+    R1 = ceil(explore + k·I) for k = 1..M-1 and mid-phase epochs R2 = ceil(explore + k·I + I/2) for k = 0..M-1
+    (1-based epochs; an event at the end of epoch b acts from epoch b+1)."""
+    length = (epochs - explore) / phases
+    restarts = [math.ceil(explore + k * length) for k in range(1, phases)]
+    mids = [math.ceil(explore + k * length + length / 2) for k in range(phases)]
+    return length, restarts, mids
+
+
+def edst_lr(base_lr: float, epoch: int, epochs: int, explore: int, phases: int,
+            refine_lr: float = 0.01, low_lr: float = 0.001) -> float:
+    """EDST's learning rate for 0-based `epoch`: `base_lr` while exploring, then per refinement phase `refine_lr`
+    for its first half and `low_lr` for its second (absolute values, as the original sets them)."""
+    _, restarts, mids = edst_boundaries(epochs, explore, phases)
+    events = [(explore, 0, refine_lr)] + [(b, 1, low_lr) for b in mids] + [(b, 2, refine_lr) for b in restarts]
+    passed = [e for e in events if e[0] < epoch + 1]
+    return max(passed)[2] if passed else base_lr

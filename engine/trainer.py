@@ -63,13 +63,14 @@ def recipe_data(recipe: Recipe) -> Dataset:
     return data
 
 
-def make_loaders(recipe: Recipe, data: Dataset, device: torch.device) -> tuple[DeviceLoader, DeviceLoader]:
+def make_loaders(recipe: Recipe, data: Dataset, device: torch.device,
+                 seed: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
     """The training loader (shuffled, augmented) and the evaluation loader of a recipe."""
     d = recipe.data
     aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
     cl = recipe.run.channels_last and device.type == "cuda"
     train = DeviceLoader(data.train, d.batch_size, device=device, train=True, augment=aug,
-                         normalize=d.normalize, seed=recipe.run.seed, channels_last=cl)
+                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl)
     test = DeviceLoader(data.eval, d.eval_batch_size, device=device, train=False,
                         normalize=d.normalize, channels_last=cl)
     return train, test
@@ -97,7 +98,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(ctx.device)
         self.forward_model = torch.compile(self.model) if ctx.recipe.run.compile else self.model
-        self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device)
+        self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed)
         self.method = method_cls(self, self.cfg.params)
         self.optimizer = self.method.build_optimizer()
         self.epoch = 0  # epochs completed
@@ -111,7 +112,9 @@ class Trainer:
         return self.ctx.stage_dir
 
     def lr(self, epoch: int, frac: float) -> float:
-        return lr_at(self.cfg.schedule, self.cfg.optimizer.lr, epoch, frac, self.cfg.epochs)
+        """The learning rate at a point of the stage: the method's own schedule if it has one, else the recipe's."""
+        own = self.method.lr(epoch, frac)
+        return lr_at(self.cfg.schedule, self.cfg.optimizer.lr, epoch, frac, self.cfg.epochs) if own is None else own
 
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -171,6 +174,8 @@ class Trainer:
                 record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"]})
                 self.best_acc = max(self.best_acc, ev["acc"])
             self.method.end_epoch(epoch, record)
+            if self.cfg.record_predictions:
+                self.record_trajectory()
             log.metric(record)
             save_checkpoint(last, self.state_dict())
             if self.cfg.save_every and self.epoch % self.cfg.save_every == 0 and self.epoch < self.cfg.epochs:
@@ -231,6 +236,29 @@ class Trainer:
         probs = predict_probs(self.method.eval_forward, self.eval_loader, self.amp)
         self.model.train()
         return probs
+
+    def record_trajectory(self) -> None:
+        """Append this epoch's softmax on the first `analysis.tsne_images` test images to <stage>/trajectory.pt."""
+        path = self.stage_dir / "trajectory.pt"
+        if not hasattr(self, "_trajectory"):
+            k = self.ctx.recipe.analysis.tsne_images
+            test = self.ctx.data.test
+            self._traj_loader = DeviceLoader(Split(test.x[:k], test.y[:k]), self.ctx.recipe.data.eval_batch_size,
+                                             device=self.device, train=False, normalize=self.ctx.recipe.data.normalize)
+            self._trajectory = load_checkpoint(path) if path.exists() else {"epoch": [], "member": [], "probs": []}
+            if path.exists():  # resumed: drop points after the restored epoch
+                keep = [i for i, e in enumerate(self._trajectory["epoch"].tolist()) if e < self.epoch]
+                self._trajectory = {k_: [v[i] for i in keep] if k_ == "probs" else v[keep].tolist()
+                                    for k_, v in self._trajectory.items()}
+        self.model.eval()
+        probs = predict_probs(self.method.eval_forward, self._traj_loader, self.amp)
+        self.model.train()
+        tr = self._trajectory
+        tr["epoch"].append(self.epoch)
+        tr["member"].append(self.method.current_member())
+        tr["probs"].append(probs)
+        save_checkpoint(path, {"epoch": torch.tensor(tr["epoch"]), "member": torch.tensor(tr["member"]),
+                               "probs": torch.stack(tr["probs"])})
 
     def finish(self) -> None:
         """final.pt (weights and method state) and tickets.json (the members this stage contributes).

@@ -146,7 +146,29 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
         if isinstance(v, float) and not any(k.endswith(r["metric"]) for r in rows):
             t.add_row(k, _fmt(v), "", "")
     out_console.print(t)
+    ens = _ensemble_table(outcome.run_dir)
+    if ens is not None:
+        out_console.print(ens)
     click.echo(f"run directory: {outcome.run_dir}")
+
+
+def _ensemble_table(run_dir: Path) -> Table | None:
+    """Members beside their ensemble: accuracy, NLL and (when calibrated) ECE, from analysis.h5."""
+    from engine.store import groups, read_group
+
+    h5 = Path(run_dir) / "analysis.h5"
+    have = groups(h5)
+    if "predict" not in have:
+        return None
+    p = read_group(h5, "predict")
+    ece = read_group(h5, "calibration")["ece"] if "calibration" in have else None
+    t = Table("member", "accuracy (%)", "NLL", *(["ECE"] if ece is not None else []), title="ensemble")
+    for i, name in enumerate(p["member_names"]):
+        t.add_row(name, f"{p['member_acc'][i]:.2f}", f"{p['member_nll'][i]:.4f}",
+                  *([f"{ece[i]:.4f}"] if ece is not None else []))
+    t.add_row("[bold]ensemble[/bold]", f"{float(p['ensemble_acc']):.2f}", f"{float(p['ensemble_nll']):.4f}",
+              *([f"{ece[-1]:.4f}"] if ece is not None else []))
+    return t
 
 
 def _fmt(v: float | None, signed: bool = False) -> str:

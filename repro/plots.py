@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -53,9 +54,143 @@ def plot_sparsity(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+def _heatmap(ax: plt.Axes, matrix: Any, labels: list[str], fmt: str, cbar_label: str, cmap: str = "RdBu_r") -> None:
+    """An annotated square heatmap with the labels on both axes and a colour bar."""
+    m = np.asarray(matrix, dtype=float)
+    k = m.shape[0]
+    im = ax.imshow(m, cmap=cmap, vmin=0.0, vmax=max(float(np.nanmax(m)) if m.size else 0.0, 1e-12))
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=cbar_label)
+    ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), labels, fontsize=7)
+    if k <= 16:
+        hi = float(np.nanmax(m)) if m.size else 0.0
+        for i in range(k):
+            for j in range(k):
+                v = m[i, j]
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=max(5, 10 - k // 2),
+                        color="white" if hi and v > 0.6 * hi else "black")
+
+
+def _member_labels(g: dict[str, Any], key: str, k: int) -> list[str]:
+    names = g.get(key)
+    return [str(n) for n in names] if names is not None and len(names) == k else [str(i + 1) for i in range(k)]
+
+
+def plot_disagreement(g: dict[str, Any], title: str) -> plt.Figure:
+    """Pairwise top-1 disagreement between members as an annotated heatmap; the mean in the title."""
+    m = np.asarray(g["matrix"])
+    k = m.shape[0]
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * k + 3), max(4.0, 0.6 * k + 2.5)), constrained_layout=True)
+    _heatmap(ax, m, _member_labels(g, "member_names", k), ".3f", "fraction of test points")
+    ax.set_title(f"prediction disagreement, mean {float(g['mean']):.4f}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_kd(g: dict[str, Any], title: str) -> plt.Figure:
+    """KL(p_row || p_column) between members as an annotated heatmap; the mean in the title."""
+    m = np.asarray(g["kl"])
+    k = m.shape[0]
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * k + 3), max(4.0, 0.6 * k + 2.5)), constrained_layout=True)
+    _heatmap(ax, m, _member_labels(g, "member_names", k), ".3f", "KL (nats)", cmap="viridis")
+    ax.set_xlabel("q (second argument)")
+    ax.set_ylabel("p (first argument)")
+    ax.set_title(f"KL(p || q) between members, mean {float(g['mean']):.4f}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_calibration(g: dict[str, Any], title: str) -> plt.Figure:
+    """The ensemble's reliability diagram (bin accuracy against confidence, the diagonal as perfect
+    calibration) and each member's ECE beside the ensemble's."""
+    edges = np.asarray(g["bin_edges"], dtype=float)
+    acc, conf, count = (np.asarray(g[k], dtype=float) for k in ("bin_accuracy", "bin_confidence", "bin_count"))
+    eces = np.asarray(g["ece"], dtype=float)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True,
+                                   gridspec_kw={"width_ratios": [3, 2]})
+    width = np.diff(edges)
+    filled = count > 0
+    ax1.bar(edges[:-1][filled], acc[filled], width=width[filled], align="edge", color="#4c78a8",
+            edgecolor="white", label=f"ensemble, ECE {eces[-1]:.4f}")
+    ax1.bar(edges[:-1][filled], (conf - acc)[filled], bottom=acc[filled], width=width[filled], align="edge",
+            color="#e45756", alpha=0.35, edgecolor="#e45756", label="gap to mean confidence")
+    ax1.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax1.set_xlim(0, 1)
+    ax1.set_ylim(0, 1)
+    ax1.set_xlabel("confidence (max probability)")
+    ax1.set_ylabel("accuracy")
+    ax1.legend(loc="upper left", fontsize=8)
+    ax1.set_title(f"reliability, {len(width)} bins", fontsize=9)
+    k = len(eces) - 1
+    names = [*_member_labels(g, "member_names", k), "ensemble"]
+    ax2.bar(range(k + 1), eces, color=["#72b7b2"] * k + ["#e45756"])
+    ax2.set_xticks(range(k + 1), names, rotation=30, ha="right", fontsize=8)
+    ax2.set_ylabel("ECE")
+    ax2.set_title("member vs ensemble ECE", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_ood(g: dict[str, Any], title: str) -> plt.Figure:
+    """Histograms of the ensemble's max-softmax scores in and out of distribution; AUROC in the title."""
+    s_in, s_out = np.asarray(g["scores_in"], dtype=float), np.asarray(g["scores_out"], dtype=float)
+    ood_name = g.get("_attrs", {}).get("ood_dataset", "OOD")
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    lo = float(min(s_in.min(initial=1.0), s_out.min(initial=1.0)))
+    bins = np.linspace(min(lo, 0.99), 1.0, 31)
+    ax.hist(s_in, bins=bins, density=True, alpha=0.55, color="#4c78a8", label=f"in-distribution ({len(s_in)})")
+    ax.hist(s_out, bins=bins, density=True, alpha=0.55, color="#e45756", label=f"{ood_name} ({len(s_out)})")
+    ax.set_xlabel("max softmax probability of the ensemble")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"AUROC {float(g['auroc']):.4f}, AUPR {float(g['aupr']):.4f}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_mask_overlap(g: dict[str, Any], title: str) -> plt.Figure:
+    """Normalised Hamming distance between the tickets' masks as an annotated heatmap."""
+    m = np.asarray(g["distance"])
+    k = m.shape[0]
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * k + 3), max(4.0, 0.6 * k + 2.5)), constrained_layout=True)
+    _heatmap(ax, m, _member_labels(g, "labels", k), ".3f", "fraction of positions that differ", cmap="magma")
+    off = m[~np.eye(k, dtype=bool)]
+    kind = g.get("_attrs", {}).get("kind", "weight")
+    ax.set_title(f"{kind} mask distance, mean {float(off.mean()) if off.size else float('nan'):.4f}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_tsne(g: dict[str, Any], title: str) -> plt.Figure:
+    """Each trajectory's points in the t-SNE plane joined in epoch order, a star at its first point."""
+    emb = np.asarray(g["embedding"], dtype=float)
+    ids, steps = np.asarray(g["member"]), np.asarray(g["step"])
+    labels = list(g.get("labels", []))
+    fig, ax = plt.subplots(figsize=(6.5, 6), constrained_layout=True)
+    colors = plt.get_cmap("tab10")
+    for t in sorted(set(ids.tolist())):
+        rows = np.flatnonzero(ids == t)
+        rows = rows[np.argsort(steps[rows], kind="stable")]
+        c = colors(t % 10)
+        name = labels[t] if t < len(labels) else f"trajectory {t}"
+        ax.plot(emb[rows, 0], emb[rows, 1], "-o", color=c, ms=4, lw=1, alpha=0.8, label=name)
+        ax.plot(emb[rows[0], 0], emb[rows[0], 1], "*", color=c, ms=14, mec="black", mew=0.6)
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.legend(loc="best", fontsize=8, title="star: first epoch", title_fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], str], plt.Figure]] = {
     "predict": plot_predict,
     "sparsity": plot_sparsity,
+    "disagreement": plot_disagreement,
+    "kd": plot_kd,
+    "calibration": plot_calibration,
+    "ood": plot_ood,
+    "mask_overlap": plot_mask_overlap,
+    "tsne": plot_tsne,
 }
 
 

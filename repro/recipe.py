@@ -148,6 +148,9 @@ def apply_smoke(raw: dict[str, Any]) -> None:
     model = raw.setdefault("model", {})
     model["width"] = min(float(model.get("width", 1.0)), SMOKE_WIDTH)
     raw.setdefault("run", {})["compile"] = False
+    analysis = raw.setdefault("analysis", {})
+    if isinstance(analysis, dict):
+        analysis.update(ood_dataset="synthetic", tsne_images=64)
     train = raw.setdefault("train", {})
     default_epochs = train.get("epochs")
     if isinstance(default_epochs, int):
@@ -156,10 +159,11 @@ def apply_smoke(raw: dict[str, Any]) -> None:
     for st in raw.get("stage", []) if isinstance(raw.get("stage"), list) else []:
         if not isinstance(st, dict):
             continue
-        e = st.get("epochs", default_epochs)
+        if isinstance(st.get("epochs"), int):
+            st["epochs"] = min(st["epochs"], SMOKE_EPOCHS)
+        e = st.get("epochs", train.get("epochs"))
         if isinstance(e, int):
-            st["epochs"] = min(e, SMOKE_EPOCHS)
-            capped[str(st.get("name"))] = st["epochs"]
+            capped[str(st.get("name"))] = e
         ref = st.get("init_from")
         if isinstance(ref, str) and "@" in ref:
             name, _, ep = ref.partition("@")
@@ -256,6 +260,36 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def expand_repeats(stages: list[Any], run_seed: int, origin: str) -> tuple[list[Any], list[str]]:
+    """`repeat = M` on a stage makes M independent copies `<name>1..M` (group `<name>`, seeds run.seed + i);
+    a repeated stage whose init_from names a group repeated as often starts from the copy with its index."""
+    out, problems, sizes = [], [], {}
+    for i, st in enumerate(stages):
+        if not isinstance(st, dict) or "repeat" not in st:
+            out.append(st)
+            continue
+        st = dict(st)
+        rep = st.pop("repeat")
+        if isinstance(rep, bool) or not isinstance(rep, int) or rep < 1:
+            problems.append(f"{origin}: stage.{i}.repeat: must be a whole number >= 1 (got {rep!r})")
+            continue
+        name = str(st.get("name", f"stage{i}"))
+        if rep == 1:
+            out.append(st)
+            continue
+        sizes[name] = rep
+        ref = st.get("init_from", "")
+        ref_name, sep, ref_epoch = ref.partition("@") if isinstance(ref, str) else ("", "", "")
+        for k in range(1, rep + 1):
+            copy_ = copy.deepcopy(st)
+            copy_.update(name=f"{name}{k}", group=name)
+            copy_.setdefault("seed", run_seed + k - 1)
+            if sizes.get(ref_name) == rep:
+                copy_["init_from"] = f"{ref_name}{k}{sep}{ref_epoch}"
+            out.append(copy_)
+    return out, problems
+
+
 def validate(raw: dict[str, Any], origin: str) -> Recipe:
     """Merge `[train]` into each stage, validate against the schema, run the cross-stage checks."""
     raw = copy.deepcopy(raw)
@@ -271,6 +305,10 @@ def validate(raw: dict[str, Any], origin: str) -> Recipe:
     if isinstance(stages, list):
         defaults = {k: v for k, v in train.items() if v is not None}
         raw["stage"] = [_merge(defaults, s) if isinstance(s, dict) else s for s in stages]
+        run_seed = raw.get("run", {}).get("seed", 1) if isinstance(raw.get("run"), dict) else 1
+        raw["stage"], repeat_problems = expand_repeats(raw["stage"], run_seed if isinstance(run_seed, int) else 1,
+                                                       origin)
+        problems += repeat_problems
     if problems:
         raise RecipeError(problems)
     try:

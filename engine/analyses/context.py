@@ -51,13 +51,20 @@ class AnalysisContext:
         return autocast(self.device, amp_dtype(self.device, self.recipe.run.precision))
 
     def members(self, stage: str | None = None) -> list[dict[str, Any]]:
-        """The ensemble members (tickets) of a stage, the last stage with tickets by default."""
-        names = [stage] if stage else [s.name for s in reversed(self.recipe.stage)]
+        """The ensemble members (tickets): of `stage`, else of the last stage (all stages of its repeat group)."""
+        stages = self.recipe.stage
+        if stage:
+            names = [stage]
+        else:
+            last = stages[-1]
+            names = [s.name for s in stages if s.group == last.group] if last.group else [last.name]
+        out = []
         for name in names:
             path = self.run_dir / name / "tickets.json"
-            if path.exists():
-                return json.loads(path.read_text())["members"]
-        raise FileNotFoundError(f"{self.run_dir}: no finished stage with tickets (run it to the end first)")
+            if not path.exists():
+                raise FileNotFoundError(f"{self.run_dir}: stage '{name}' has not finished (no tickets.json)")
+            out += json.loads(path.read_text())["members"]
+        return out
 
     def load_member(self, member: dict[str, Any]) -> torch.nn.Module:
         """Build the recipe's model and load a member's weights, in eval mode on the device."""

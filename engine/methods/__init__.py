@@ -2,6 +2,7 @@
 
 from engine.methods.base import Method
 from engine.methods.dst import DST
+from engine.methods.edst import EDST
 from engine.methods.fix import Fix
 from engine.methods.gmp import GMP
 from engine.methods.granet import GraNet
@@ -11,6 +12,7 @@ METHODS: dict[str, type[Method]] = {
     "train": Train,
     "fix": Fix,
     "dst": DST,
+    "edst": EDST,
     "granet": GraNet,
     "gmp": GMP,
 }

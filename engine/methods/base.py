@@ -32,6 +32,15 @@ class Method:
 
         return build_optimizer(self.trainer.cfg.optimizer, self.model)
 
+    @classmethod
+    def check(cls, stage: Any) -> list[tuple[str, str]]:
+        """Problems of a stage's settings that involve more than the params alone, as (key under the stage, msg)."""
+        return []
+
+    def lr(self, epoch: int, frac: float) -> float | None:
+        """A learning rate the procedure itself prescribes (EDST's phases), or None for the recipe's schedule."""
+        return None
+
     def setup(self) -> None:
         """Called once before the first epoch (and before a checkpoint is restored on resume)."""
 
@@ -61,6 +70,10 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def current_member(self) -> int:
+        """Which ensemble member the current weights belong to (EDST: the refinement phase); 0 by default."""
+        return 0
 
     def members(self) -> list[dict[str, Any]]:
         """The ensemble members this stage leaves, as {name, path} with paths relative to the run dir."""

@@ -1,0 +1,99 @@
+"""EDST ensemble (FreeTickets' `main_EDST.py`): M free tickets from one dynamic-sparse-training run.
+
+    masks <- ERK at the density; DST prune-and-grow every update_frequency steps throughout
+    exploration: epochs 1..E_explo at the base learning rate
+    for each refinement phase k = 1..M (I = (E - E_explo)/M epochs each):
+        lr 0.01 for the first half, 0.001 for the second
+        ticket k <- the phase's best checkpoint on the validation split
+        between phases: one large prune-and-regrow (large_death_rate), lr back to 0.01
+    ensemble <- mean of the M tickets' softmax outputs
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field
+
+from engine.config import Strict
+from engine.io import save_checkpoint
+from engine.methods.dst import DST
+from engine.schedules import edst_boundaries, edst_lr
+
+
+class EDST(DST):
+    """DST with an exploration phase and M refinement phases, each leaving a ticket."""
+
+    class Params(Strict):
+        epochs_explo: int = Field(150, ge=0)
+        model_num: int = Field(3, ge=1)
+        large_death_rate: float = Field(0.8, ge=0, lt=1)
+        refine_lr: float = Field(0.01, gt=0)
+        low_lr: float = Field(0.001, gt=0)
+        jump: bool = True  # the large prune-and-regrow between phases (off with --fix)
+
+    @classmethod
+    def check(cls, stage: Any) -> list[tuple[str, str]]:
+        p = cls.Params.model_validate(stage.params)
+        if stage.epochs - p.epochs_explo < p.model_num:
+            return [("params.epochs_explo", f"epochs ({stage.epochs}) - epochs_explo ({p.epochs_explo}) must leave at "
+                     f"least one epoch for each of the {p.model_num} refinement phases")]
+        return []
+
+    def setup(self) -> None:
+        super().setup()
+        p, epochs = self.params, self.trainer.cfg.epochs
+        self.phase_len, self.restarts, _ = edst_boundaries(epochs, p.epochs_explo, p.model_num)
+        self.best = -math.inf
+        self.saved: list[int] = []
+
+    def lr(self, epoch: int, frac: float) -> float:
+        p = self.params
+        return edst_lr(self.trainer.cfg.optimizer.lr, epoch, self.trainer.cfg.epochs, p.epochs_explo, p.model_num,
+                       p.refine_lr, p.low_lr)
+
+    def phase(self, epoch1: int) -> int:
+        """The 0-based refinement phase of 1-based epoch `epoch1` (-1 while exploring)."""
+        p = self.params
+        if epoch1 <= p.epochs_explo:
+            return -1
+        return min(int((epoch1 - p.epochs_explo - 1) // self.phase_len), p.model_num - 1)
+
+    def current_member(self) -> int:
+        return self.phase(self.trainer.epoch)
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        super().end_epoch(epoch, record)
+        e1, split = epoch + 1, self.trainer.ctx.data.eval_name
+        k = self.phase(e1)
+        acc = record.get(f"{split}_acc")
+        if k >= 0 and acc is not None and acc > self.best:
+            self.best = acc
+            self.save_ticket(k, e1, acc)
+        if e1 == self.params.epochs_explo:
+            self.best = -math.inf  # each phase picks its own best (the original carried exploration's best over)
+        if e1 in self.restarts:
+            self.best = -math.inf
+            if self.params.jump:
+                self.update_topology(self.params.large_death_rate)
+            record["jump"] = True
+
+    def save_ticket(self, k: int, epoch1: int, acc: float) -> None:
+        t = self.trainer
+        save_checkpoint(t.stage_dir / f"ticket-{k + 1}.pt", {
+            "model": t.model.state_dict(), "method": {"masking": self.masking.state_dict()},
+            "epoch": epoch1, "acc": acc})
+        if k not in self.saved:
+            self.saved.append(k)
+
+    def members(self) -> list[dict[str, Any]]:
+        name = self.trainer.cfg.name
+        return [{"name": f"ticket{k + 1}", "path": f"{name}/ticket-{k + 1}.pt"} for k in sorted(self.saved)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best": self.best, "saved": list(self.saved)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.best, self.saved = float(state["best"]), list(state["saved"])
