@@ -42,6 +42,8 @@ class RunConfig(Strict):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: bool = False
     channels_last: bool = True
+    dense_reference_epochs: int = Field(0, ge=0)  # training cost is reported relative to one dense model trained
+    # this long (0: the longest stage)
 
 
 class DataConfig(Strict):

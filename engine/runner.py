@@ -10,6 +10,7 @@ import torch
 
 from engine.analyses import ANALYSES, AnalysisContext
 from engine.config import Recipe, StageConfig
+from engine.flops import param_counts
 from engine.io import load_checkpoint
 from engine.methods import METHODS
 from engine.models import create_model
@@ -49,11 +50,14 @@ def run_recipe(
     total = sum(s.epochs for s in recipe.stage) * steps_per_epoch
     before = 0
     summary: dict[str, Any] = {}
+    flops, dense_step = 0.0, 0.0
     for index, stage in enumerate(recipe.stage):
         stage_dir = run_dir / stage.name
         if (stage_dir / "final.pt").exists() and (stage_dir / "tickets.json").exists():
             log.log(f"stage {stage.name}: already finished")
             before += stage.epochs * steps_per_epoch
+            cost = load_checkpoint(stage_dir / "final.pt").get("cost", {})
+            flops += float(cost.get("total", 0.0))
             continue
         log.status(stage=stage.name, stage_index=index, epoch=0, epochs=stage.epochs)
         model = build_stage_model(recipe, stage, index, data.num_classes, run_dir)
@@ -63,6 +67,13 @@ def run_recipe(
         trainer.fit(resume=resume)
         before += stage.epochs * steps_per_epoch
         summary.update({f"{stage.name}.{k}": v for k, v in trainer.last_eval.items()})
+        flops += trainer.cost.total
+        dense_step = trainer.cost.dense_step
+        summary.update({f"params.{k}": v for k, v in param_counts(trainer.model, trainer.method.densities()).items()})
+    ref_epochs = recipe.run.dense_reference_epochs or max(s.epochs for s in recipe.stage)
+    summary["train_flops"] = flops
+    if dense_step:
+        summary["train_flops_vs_dense"] = flops / (dense_step * ref_epochs * len(data.train.y))
     log.progress.stop()
     actx = AnalysisContext(recipe=recipe, run_dir=run_dir, device=device, _data=data)
     for mode in recipe.analyses:

@@ -21,6 +21,7 @@ from engine.config import Recipe, StageConfig
 from engine.data import Augment, Dataset, DeviceLoader, Split, load_dataset
 from engine.device import amp_dtype, autocast
 from engine.evaluate import evaluate, predict_probs
+from engine.flops import CostMeter, layer_flops
 from engine.io import load_checkpoint, save_checkpoint, write_json
 from engine.runlog import RunLog
 from engine.schedules import lr_at
@@ -105,6 +106,7 @@ class Trainer:
         self.step = 0  # optimizer steps taken in this stage
         self.best_acc = -math.inf
         self.last_eval: dict[str, float] = {}
+        self.cost = CostMeter(layer_flops(self.model, tuple(ctx.data.train.x.shape[1:])))
 
     # ---- paths -------------------------------------------------------------------------------------
     @property
@@ -125,6 +127,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_acc": self.best_acc,
+            "cost": self.cost.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -134,6 +137,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.epoch, self.step, self.best_acc = state["epoch"], state["step"], state["best_acc"]
+        self.cost.load_state_dict(state["cost"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -163,10 +167,12 @@ class Trainer:
                     f"last good checkpoint kept: {last if last.exists() else 'none yet'}"
                 )
             self.epoch = epoch + 1
+            growth, interval = self.method.growth_cost()
+            self.cost.add(1, seen, self.method.densities(), growth=growth, update_interval=interval)
             record: dict[str, Any] = {
                 "stage": self.cfg.name, "epoch": self.epoch, "step": self.step,
                 "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc,
-                "time": elapsed, "img_s": seen / max(elapsed, 1e-9),
+                "time": elapsed, "img_s": seen / max(elapsed, 1e-9), "train_flops": self.cost.total,
             }
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
                 ev = self.evaluate()
@@ -275,7 +281,7 @@ class Trainer:
             self.ctx.log.metric({"stage": self.cfg.name, "epoch": self.epoch, "final": True,
                                  "test_loss": ev["loss"], "test_acc": ev["acc"]})
         save_checkpoint(self.stage_dir / "final.pt", {"model": self.model.state_dict(),
-                        "method": self.method.state_dict(), "epoch": self.epoch})
+                        "method": self.method.state_dict(), "epoch": self.epoch, "cost": self.cost.state_dict()})
         write_json(self.stage_dir / "tickets.json", {"members": self.method.members()})
 
 

@@ -262,11 +262,14 @@ def report(as_json: bool, only: str | None, show_all: bool, root: str | None) ->
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    t = Table("recipe", "run", "state", "metric", "reproduced", "paper", "delta", "ok")
+    t = Table("recipe", "run", "state", "metric", "reproduced", "paper", "delta", "ok", "train FLOPs (x dense)",
+              "nonzero params")
     for r in rows:
         ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
+        cost = "-" if r["train_flops_vs_dense"] is None else f"{r['train_flops_vs_dense']:.3f}"
+        nz = "-" if r["params_nonzero"] is None else f"{r['params_nonzero']:,}"
         t.add_row(r["recipe"], r["run_id"], r["state"], r["metric"], _fmt(r["reproduced"]), _fmt(r["paper"]),
-                  _fmt(r["delta"], signed=True), ok)
+                  _fmt(r["delta"], signed=True), ok, cost, nz)
     out_console.print(t)
 
 

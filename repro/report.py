@@ -47,8 +47,11 @@ def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
             continue
         got = run_metrics(info.path)
         exp = recipe.expect
+        summary = info.status.get("summary") or {}
         base = {"recipe": info.recipe, "run_id": info.run_id, "state": info.state,
-                "smoke": bool(info.status.get("smoke")), "source": exp.source}
+                "smoke": bool(info.status.get("smoke")), "source": exp.source,
+                "train_flops": summary.get("train_flops"), "train_flops_vs_dense": summary.get("train_flops_vs_dense"),
+                "params": summary.get("params.params"), "params_nonzero": summary.get("params.nonzero")}
         if not exp.metrics:
             main = "ensemble_acc" if "ensemble_acc" in got else "test_acc"
             rows.append({**base, "metric": main, "paper": None, "reproduced": got.get(main), "delta": None,

@@ -72,6 +72,16 @@ def test_run_writes_the_run_directory(tmp_path: Path) -> None:
         assert float(g["ensemble_nll"][()]) == pytest.approx(nll, rel=1e-4)
         assert g.attrs["recipe"] == "tiny" and g.attrs["run_id"] == "run" and g.attrs["version"] == "1"
     assert recs[-1]["test_acc"] == pytest.approx(acc, abs=1e-4)
+    # training cost: a dense run costs exactly 3 forward passes per example, i.e. 1.0 dense model
+    from engine.flops import dense_forward_flops
+    from engine.models import create_model
+
+    f_d = dense_forward_flops(create_model("cifar_resnet_8", 10, 0.5))
+    summary = status["summary"]
+    assert summary["train_flops"] == pytest.approx(3 * f_d * 3 * 384)
+    assert summary["train_flops_vs_dense"] == pytest.approx(1.0)
+    assert summary["params.nonzero"] == summary["params.params"] == sum(
+        p.numel() for p in create_model("cifar_resnet_8", 10, 0.5).parameters())
 
 
 def test_two_runs_cannot_share_a_directory(tmp_path: Path) -> None:

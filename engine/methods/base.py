@@ -71,6 +71,14 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def densities(self) -> dict[str, float] | None:
+        """Per-layer densities of the masked weights for cost accounting; None for a dense model."""
+        return None
+
+    def growth_cost(self) -> tuple[str | None, int | None]:
+        """(growth rule, update interval) when topology updates need extra gradient work (RigL), else (None, None)."""
+        return None, None
+
     def current_member(self) -> int:
         """Which ensemble member the current weights belong to (EDST: the refinement phase); 0 by default."""
         return 0

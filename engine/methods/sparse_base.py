@@ -131,6 +131,14 @@ class SparseMethod(Method):
         self.masking.set_masks(grown)  # grown weights start at zero (they were zero while inactive)
         self.updates += 1
 
+    def densities(self) -> dict[str, float]:
+        return self.masking.layer_density()
+
+    def growth_cost(self) -> tuple[str | None, int | None]:
+        if self.topology_updates:
+            return self.scfg.growth, self.scfg.update_frequency
+        return None, None
+
     # ---- records -------------------------------------------------------------------------------------
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         layers = self.masking.layer_density()
