@@ -66,7 +66,7 @@ def run_recipe(
         trainer = Trainer(ctx, model, METHODS[stage.method])
         trainer.fit(resume=resume)
         before += stage.epochs * steps_per_epoch
-        summary.update({f"{stage.name}.{k}": v for k, v in trainer.last_eval.items()})
+        summary.update({f"{stage.name}.{data.eval_name}_{k}": v for k, v in trainer.last_eval.items()})
         flops += trainer.cost.total
         dense_step = trainer.cost.dense_step
         summary.update({f"params.{k}": v for k, v in param_counts(trainer.model, trainer.method.densities()).items()})

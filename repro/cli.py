@@ -174,6 +174,8 @@ def _ensemble_table(run_dir: Path) -> Table | None:
 def _fmt(v: float | None, signed: bool = False) -> str:
     if v is None:
         return "-"
+    if abs(v) >= 1e5:
+        return f"{v:.3e}"
     return f"{v:+.2f}" if signed else f"{v:.2f}" if abs(v) >= 0.1 or v == 0 else f"{v:.4f}"
 
 

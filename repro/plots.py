@@ -63,12 +63,13 @@ def _heatmap(ax: plt.Axes, matrix: Any, labels: list[str], fmt: str, cbar_label:
     ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(k), labels, fontsize=7)
     if k <= 16:
-        hi = float(np.nanmax(m)) if m.size else 0.0
         for i in range(k):
             for j in range(k):
                 v = m[i, j]
+                r, g, b, _ = im.cmap(im.norm(v))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells
                 ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=max(5, 10 - k // 2),
-                        color="white" if hi and v > 0.6 * hi else "black")
+                        color="white" if dark else "black")
 
 
 def _member_labels(g: dict[str, Any], key: str, k: int) -> list[str]:
@@ -113,7 +114,7 @@ def plot_calibration(g: dict[str, Any], title: str) -> plt.Figure:
     ax1.bar(edges[:-1][filled], acc[filled], width=width[filled], align="edge", color="#4c78a8",
             edgecolor="white", label=f"ensemble, ECE {eces[-1]:.4f}")
     ax1.bar(edges[:-1][filled], (conf - acc)[filled], bottom=acc[filled], width=width[filled], align="edge",
-            color="#e45756", alpha=0.35, edgecolor="#e45756", label="gap to mean confidence")
+            facecolor="none", hatch="//", edgecolor="#e45756", lw=0.8, label="gap to the bin's mean confidence")
     ax1.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax1.set_xlim(0, 1)
     ax1.set_ylim(0, 1)

@@ -3,11 +3,17 @@
 from collections.abc import Callable
 from typing import Any
 
-from engine.analyses import predict, sparsity
+from engine.analyses import calibration, disagreement, kd, mask_overlap, ood, predict, sparsity, tsne
 from engine.analyses.context import AnalysisContext
 
 ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
     "predict": predict.run,
+    "disagreement": disagreement.run,
+    "kd": kd.run,
+    "calibration": calibration.run,
+    "ood": ood.run,
+    "mask_overlap": mask_overlap.run,
+    "tsne": tsne.run,
     "sparsity": sparsity.run,
 }
 
