@@ -98,9 +98,10 @@ class Trainer:
         if ctx.recipe.run.channels_last and ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(ctx.device)
-        self.forward_model = torch.compile(self.model) if ctx.recipe.run.compile else self.model
         self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed)
         self.method = method_cls(self, self.cfg.params)
+        self.model = self.method.prepare_model(self.model).to(ctx.device)
+        self.forward_model = torch.compile(self.model) if ctx.recipe.run.compile else self.model
         self.optimizer = self.method.build_optimizer()
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken in this stage

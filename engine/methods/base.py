@@ -26,6 +26,10 @@ class Method:
     def model(self) -> torch.nn.Module:
         return self.trainer.model
 
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the stage trains, built around the recipe's model (a curve wraps it); the model itself here."""
+        return model
+
     def build_optimizer(self) -> torch.optim.Optimizer:
         """The stage's optimizer; a method that trains other parameters (curves) builds its own."""
         from engine.trainer import build_optimizer
