@@ -16,7 +16,7 @@ DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "none")
 METRICS = (
     "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
-    "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean",
+    "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean", "superposed_acc",
 )
 
 

@@ -204,6 +204,7 @@ class Trainer:
         model.train()
         loader = self.train_loader
         loader.set_epoch(epoch)
+        method.start_epoch(epoch)
         nb = len(loader)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)

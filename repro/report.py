@@ -34,6 +34,9 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         out["ensemble_error"] = 100.0 - out["ensemble_acc"]
         out["ensemble_nll"] = float(g["ensemble_nll"])
         out["member_acc_mean"] = float(g["member_acc"].mean())
+        names = list(g["member_names"])
+        if "superposed" in names:
+            out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
     return out
 
 

@@ -6,6 +6,7 @@ from engine.methods.edst import EDST
 from engine.methods.fix import Fix
 from engine.methods.gmp import GMP
 from engine.methods.granet import GraNet
+from engine.methods.suptickets import SupTickets
 from engine.methods.train import Train
 
 METHODS: dict[str, type[Method]] = {
@@ -15,6 +16,7 @@ METHODS: dict[str, type[Method]] = {
     "edst": EDST,
     "granet": GraNet,
     "gmp": GMP,
+    "suptickets": SupTickets,
 }
 
 __all__ = ["METHODS", "Method"]

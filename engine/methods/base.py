@@ -60,6 +60,9 @@ class Method:
         """A term added to the cross-entropy (e.g. a curve's L2 at the sampled t); None for none."""
         return None
 
+    def start_epoch(self, epoch: int) -> None:
+        """Before the epoch's first step (e.g. Sup-tickets' re-exploration at a cycle's start)."""
+
     def before_step(self) -> None:
         """After backward, before the optimizer step (e.g. an L1 subgradient on BN scales)."""
 

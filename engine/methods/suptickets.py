@@ -1,0 +1,176 @@
+"""Sup-tickets (Yin et al., UAI 2022; `main_suptickets.py`): cheap tickets from a cyclic learning rate,
+superposed into one sparse network.
+
+    P = E - C epochs of sparse training (GraNet, or RigL/SET = GraNet with init = final density), lr 0.1 with
+        x0.1 at int(P/2) and int(3P/4);       C = floor(E·cycle_rate) down to a multiple of `cycle`
+    S_0 <- the pre-trained model
+    for each cycle k = 1..C/cycle (lr per step: lr_1 at the cycle's ends, lr_2 in its middle):
+        at the cycle's start: one large prune-and-regrow (re_explore); no other topology updates (no_maskupdates)
+        ticket T_k <- the weights at the cycle's end
+        S_k <- (1 - a)·S_{k-1} + a·T_k  (CAA: a = 1/(k+1); CIMA: a = CIMA_factor), every state-dict entry
+        S_k <- global magnitude pruning back to the final density; BN statistics re-estimated (update_bn)
+    the training run itself continues on its own trajectory; S_k is an accumulator beside it
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from engine.bn import update_bn
+from engine.evaluate import evaluate
+from engine.io import save_checkpoint
+from engine.methods.granet import GraNet
+from engine.sparse.inits import maskable
+
+
+def cycle_split(epochs: int, cycle_rate: float, cycle: int) -> tuple[int, int]:
+    """(pre-train epochs, number of cheap tickets): C = epochs·cycle_rate floored to a multiple of `cycle`."""
+    c = epochs * cycle_rate
+    if c < cycle:
+        return epochs, 0
+    c = int(c // cycle * cycle)
+    return epochs - c, c // cycle
+
+
+def superpose(previous: dict[str, torch.Tensor], ticket: dict[str, torch.Tensor], a: float) -> dict[str, torch.Tensor]:
+    """(1 - a)·previous + a·ticket for every entry (integer buffers averaged, then rounded back)."""
+    out = {}
+    for k, v in previous.items():
+        t = ticket[k]
+        if v.is_floating_point():
+            out[k] = (1 - a) * v + a * t
+        else:
+            out[k] = torch.round((1 - a) * v.double() + a * t.double()).to(v.dtype)
+    return out
+
+
+def prune_global(state: dict[str, torch.Tensor], names: list[str], density: float) -> dict[str, torch.Tensor]:
+    """Masks keeping exactly int(N·density) of the largest |w| over the named weights jointly (ties: first found).
+
+    Tickets' masks differ, so their average is non-zero on the union of their supports; this cuts it back to the
+    target density by magnitude, as the paper does after each superposition."""
+    scores = torch.cat([state[n].abs().flatten().float() for n in names])
+    keep = int(scores.numel() * density)
+    chosen = torch.zeros_like(scores, dtype=torch.bool)
+    chosen[torch.topk(scores, keep, sorted=False).indices] = True
+    masks, i = {}, 0
+    for n in names:
+        k = state[n].numel()
+        masks[n] = chosen[i:i + k].view_as(state[n])
+        i += k
+    return masks
+
+
+class SupTickets(GraNet):
+    """GraNet / RigL / SET pre-training, then cyclic cheap tickets superposed into one network."""
+
+    class Params(GraNet.Params):
+        cycle_rate: float = Field(0.1, gt=0, lt=1)
+        cycle: int = Field(8, gt=0)
+        lr_1: float = Field(0.001, gt=0)  # at the cycle's ends, where tickets are taken (the README's value)
+        lr_2: float = Field(0.005, gt=0)  # at the cycle's middle
+        no_maskupdates: bool = True
+        re_explore: bool = True
+        large_death_rate: float = Field(0.5, ge=0, lt=1)
+        superposing: Literal["caa", "cima"] = "caa"
+        cima_factor: float = Field(0.5, gt=0, le=1)
+        include_pretrained: bool = True  # the pre-trained model counts as member 0 of the average (the code's way)
+        update_bn: bool = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.pretrain, self.n_tickets = cycle_split(self.trainer.cfg.epochs, self.params.cycle_rate, self.params.cycle)
+        self.superposed: dict[str, torch.Tensor] | None = None
+        self.k = 0  # tickets taken
+
+    # ---- schedule ------------------------------------------------------------------------------------
+    def lr(self, epoch: int, frac: float) -> float:
+        p, base = self.params, self.trainer.cfg.optimizer.lr
+        if epoch < self.pretrain:
+            marks = (int(0.5 * self.pretrain), int(0.75 * self.pretrain))
+            return base * 0.1 ** sum(1 for m in marks if m <= epoch)
+        t = (((epoch - self.pretrain) % p.cycle) + frac) / p.cycle
+        return (1 - 2 * t) * p.lr_1 + 2 * t * p.lr_2 if t < 0.5 else (2 * t - 1) * p.lr_1 + (2 - 2 * t) * p.lr_2
+
+    def in_cycles(self) -> bool:
+        return self.trainer.epoch >= self.pretrain
+
+    def update_topology(self, rate: float | None = None) -> None:
+        if rate is None and self.in_cycles() and self.params.no_maskupdates:
+            return
+        super().update_topology(rate)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Re-exploration: one large prune-and-regrow at the start of every cycle, with the last step's gradient."""
+        if self.params.re_explore and epoch >= self.pretrain and (epoch - self.pretrain) % self.params.cycle == 0:
+            self.update_topology(self.params.large_death_rate)
+
+    # ---- tickets and their superposition -------------------------------------------------------------
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        super().end_epoch(epoch, record)
+        e1 = epoch + 1
+        if e1 == self.pretrain and self.params.include_pretrained:
+            self.superposed = self.snapshot()
+            save_checkpoint(self.trainer.stage_dir / "ticket-0.pt", {"model": self.superposed, "epoch": e1,
+                            "method": {"masking": self.masking.state_dict()}})
+        if e1 > self.pretrain and (e1 - self.pretrain) % self.params.cycle == 0:
+            self.take_ticket(record)
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+
+    def take_ticket(self, record: dict[str, Any]) -> None:
+        t, p = self.trainer, self.params
+        self.k += 1
+        ticket = self.snapshot()
+        save_checkpoint(t.stage_dir / f"ticket-{self.k}.pt", {"model": ticket,
+                        "method": {"masking": self.masking.state_dict()}, "epoch": t.epoch})
+        if self.superposed is None:
+            self.superposed = ticket
+        else:
+            a = 1.0 / (self.k + 1 if p.include_pretrained else self.k) if p.superposing == "caa" else p.cima_factor
+            self.superposed = superpose(self.superposed, ticket, a)
+        names = list(maskable(self.model, self.scfg.dense_layers))
+        masks = prune_global(self.superposed, names, p.final_density)
+        for n in names:
+            self.superposed[n] = self.superposed[n] * masks[n]
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.superposed)
+        if p.update_bn:
+            t.train_loader.set_epoch(t.epoch)
+            update_bn(model, t.train_loader)
+            self.superposed = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        model.eval()
+        ev = evaluate(model, t.eval_loader, t.amp)
+        save_checkpoint(t.stage_dir / f"superposed-{self.k}.pt", {"model": self.superposed,
+                        "method": {"masking": {"names": names, "masks": masks}}, "epoch": t.epoch, "acc": ev["acc"]})
+        split = t.ctx.data.eval_name
+        record.update({"ticket": self.k, f"superposed_{split}_acc": ev["acc"], f"superposed_{split}_loss": ev["loss"]})
+        t.ctx.log.log(f"ticket {self.k}/{self.n_tickets}: superposed {split} {ev['acc']:.2f}%")
+
+    def members(self) -> list[dict[str, Any]]:
+        name = self.trainer.cfg.name
+        out = [{"name": f"ticket{k}", "path": f"{name}/ticket-{k}.pt"} for k in range(1, self.k + 1)]
+        if self.k:
+            out.append({"name": "superposed", "path": f"{name}/superposed-{self.k}.pt"})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "k": self.k, "superposed": self.superposed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.k, self.superposed = int(state["k"]), state["superposed"]
+
+    @classmethod
+    def check(cls, stage: Any) -> list[tuple[str, str]]:
+        p = cls.Params.model_validate(stage.params)
+        if cycle_split(stage.epochs, p.cycle_rate, p.cycle)[1] == 0:
+            return [("params.cycle_rate", f"epochs·cycle_rate = {stage.epochs * p.cycle_rate:g} is shorter than one "
+                     f"cycle ({p.cycle} epochs): no cheap tickets would be taken")]
+        return []
+
