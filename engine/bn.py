@@ -13,7 +13,8 @@ def has_bn(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def update_bn(model: nn.Module, loader: Iterable, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+def update_bn(model: nn.Module, loader: Iterable,
+              forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """Reset every BN's running stats and recompute them as the exact average over one pass of `loader`
     (momentum None = cumulative average), in train mode; the model's mode and momenta are restored."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -385,6 +385,15 @@ def sparsity(arch: str, init: str, density: float, num_classes: int, width: floa
     out_console.print(t)
 
 
+@cli.command()
+@_root_option
+def tui(root: str | None) -> None:
+    """The terminal app: recipes, live runs, analyses."""
+    from repro.tui.app import run_app
+
+    run_app(run_root(root))
+
+
 def main() -> None:
     """Entry point: one clear line per error, exit 2 for bad usage or recipes, 1 for failed runs."""
     from engine.data import DataError
