@@ -33,10 +33,13 @@ def build_stage_model(
 ) -> torch.nn.Module:
     """The stage's starting model: seeded fresh init, then an earlier stage's weights if `init_from` says so."""
     torch.manual_seed((recipe.run.seed if stage.seed is None else stage.seed) + 1000 * index)
-    model = create_model(recipe.model.arch, num_classes, recipe.model.width)
-    if stage.init_from:
-        state = load_checkpoint(checkpoint_path(run_dir, stage.init_from))
-        model.load_state_dict(state["model"])
+    if not stage.init_from:
+        return create_model(recipe.model.arch, num_classes, recipe.model.width)
+    state = load_checkpoint(checkpoint_path(run_dir, stage.init_from))
+    # a checkpoint of a physically pruned network says how to build it (e.g. Early-Bird's channel cfg)
+    model = create_model(recipe.model.arch, num_classes, recipe.model.width, **state.get("model_kwargs", {}))
+    model.load_state_dict(state["model"])
+    model.model_kwargs = dict(state.get("model_kwargs", {}))  # type: ignore[assignment]
     return model
 
 

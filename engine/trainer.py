@@ -97,6 +97,7 @@ class Trainer:
         self.amp = functools.partial(autocast, ctx.device, self.amp_dtype)
         if ctx.recipe.run.channels_last and ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        self.model_kwargs: dict[str, Any] = dict(getattr(model, "model_kwargs", {}))  # how to rebuild the model
         self.model = model.to(ctx.device)
         self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed)
         self.method = method_cls(self, self.cfg.params)
@@ -128,6 +129,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_acc": self.best_acc,
+            "model_kwargs": self.model_kwargs,
             "cost": self.cost.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -187,7 +189,8 @@ class Trainer:
             save_checkpoint(last, self.state_dict())
             if self.cfg.save_every and self.epoch % self.cfg.save_every == 0 and self.epoch < self.cfg.epochs:
                 save_checkpoint(self.stage_dir / f"checkpoint-{self.epoch}.pt", {"model": self.model.state_dict(),
-                                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch})
+                                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                                "model_kwargs": self.model_kwargs})
             done = self.ctx.steps_before + self.step
             log.status(stage=self.cfg.name, epoch=self.epoch, epochs=self.cfg.epochs,
                        progress=round(done / max(self.ctx.steps_total, 1), 4), last=_short(record))
@@ -283,7 +286,8 @@ class Trainer:
             self.ctx.log.metric({"stage": self.cfg.name, "epoch": self.epoch, "final": True,
                                  "test_loss": ev["loss"], "test_acc": ev["acc"]})
         save_checkpoint(self.stage_dir / "final.pt", {"model": self.model.state_dict(),
-                        "method": self.method.state_dict(), "epoch": self.epoch, "cost": self.cost.state_dict()})
+                        "method": self.method.state_dict(), "epoch": self.epoch, "cost": self.cost.state_dict(),
+                        "model_kwargs": self.model_kwargs})
         write_json(self.stage_dir / "tickets.json", {"members": self.method.members()})
 
 

@@ -183,6 +183,69 @@ def plot_tsne(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+def plot_curve(g: dict[str, Any], title: str) -> plt.Figure:
+    """Train loss and test error along the curve and along the straight segment between its endpoints, against
+    t (as the README's PreResNet164 figure); the curve's length-weighted averages in the legend."""
+    t = np.asarray(g["t"], dtype=float)
+    attrs = g.get("_attrs", {})
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    panels = (("train_loss", "train loss"), ("test_error", "test error (%)"), ("test_nll", "test NLL"))
+    name = str(attrs.get("curve", "curve"))
+    for ax, (key, label) in zip(axes, panels):
+        avg = attrs.get(f"{key}_int")
+        ax.plot(t, g[key], "-o", ms=3, color="#4c78a8",
+                label=f"{name}" + (f" (length-weighted mean {float(avg):.3g})" if avg is not None else ""))
+        if f"line_{key}" in g:
+            ax.plot(t, g[f"line_{key}"], "--", color="#e45756", label="straight line")
+        ax.set_xlabel("t")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, 1)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _log_levels(values: np.ndarray, vmax: float, log_alpha: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """plane_plot.py's levels: min + exp(log_alpha + k g) for k = 0..n with g = (log(vmax - min) - log_alpha) / n,
+    the first set to min and the last to vmax; values clipped at vmax. Returns (levels, clipped values)."""
+    v = np.minimum(np.asarray(values, dtype=float), vmax)
+    lo = float(v.min())
+    top = max(vmax - lo, 1e-12)
+    step = (np.log(top) - log_alpha) / n
+    levels = lo + np.exp(log_alpha + step * np.arange(n + 1))
+    levels[0], levels[-1] = lo, lo + top
+    return np.unique(levels), v
+
+
+def plot_plane(g: dict[str, Any], title: str) -> plt.Figure:
+    """Train loss and test error over the plane of the endpoints and the middle bend, on log-spaced contour
+    levels (plane_plot.py), with the endpoints (circles), the middle bend (diamond), the curve and the segment."""
+    grid = np.asarray(g["grid"], dtype=float)
+    x, y = grid[:, :, 0], grid[:, :, 1]
+    bends = np.asarray(g["bend_coordinates"], dtype=float)
+    curve = np.asarray(g["curve_coordinates"], dtype=float)
+    mid = int(g.get("_attrs", {}).get("middle_bend", len(bends) // 2))
+    fig, axes = plt.subplots(1, 2, figsize=(12.4, 5.4), constrained_layout=True)
+    panels = (("train_loss", "train loss", 5.0, -5.0), ("test_error", "test error (%)", 40.0, -1.0))
+    for ax, (key, label, vmax, log_alpha) in zip(axes, panels):
+        vals = np.asarray(g[key], dtype=float)
+        levels, clipped = _log_levels(vals, max(vmax, float(vals.min()) + 1e-6), log_alpha, 7)
+        if len(levels) < 2:
+            levels = np.linspace(float(clipped.min()), float(clipped.min()) + 1e-6, 2)
+        cf = ax.contourf(x, y, clipped, levels=levels, cmap="jet_r", alpha=0.55, extend="max")
+        ax.contour(x, y, clipped, levels=levels, cmap="jet_r", linewidths=1)
+        fig.colorbar(cf, ax=ax, format="%.3g", label=label)
+        ax.plot(curve[:, 0], curve[:, 1], color="black", lw=3, label="curve")
+        ax.plot(bends[[0, -1], 0], bends[[0, -1], 1], "k--", lw=1.5, label="segment")
+        ax.scatter(bends[[0, -1], 0], bends[[0, -1], 1], s=120, c="black", marker="o", zorder=3, label="endpoints")
+        ax.scatter(bends[mid, 0], bends[mid, 1], s=120, c="black", marker="D", zorder=3, label="middle bend")
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_title(f"{label}, min {float(vals.min()):.3g}", fontsize=9)
+        ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], str], plt.Figure]] = {
     "predict": plot_predict,
     "sparsity": plot_sparsity,
@@ -192,6 +255,8 @@ PLOTS: dict[str, Callable[[dict[str, Any], str], plt.Figure]] = {
     "ood": plot_ood,
     "mask_overlap": plot_mask_overlap,
     "tsne": plot_tsne,
+    "curve": plot_curve,
+    "plane": plot_plane,
 }
 
 

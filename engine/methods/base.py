@@ -93,4 +93,7 @@ class Method:
     def members(self) -> list[dict[str, Any]]:
         """The ensemble members this stage leaves, as {name, path} with paths relative to the run dir."""
         name = self.trainer.cfg.name
-        return [{"name": name, "path": f"{name}/final.pt"}]
+        member: dict[str, Any] = {"name": name, "path": f"{name}/final.pt"}
+        if self.trainer.model_kwargs:
+            member["model_kwargs"] = self.trainer.model_kwargs
+        return [member]

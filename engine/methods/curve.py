@@ -1,0 +1,94 @@
+"""Curve finding (dnn-mode-connectivity `train.py --curve=Bezier|PolyChain`): a low-loss path between two
+trained networks.
+
+    theta_0 <- endpoint `start`,  theta_{n-1} <- endpoint `end`   (fixed unless fix_start / fix_end are off)
+    interior bends theta_1 .. theta_{n-2} <- on the segment between them (init_linear)
+    for each mini-batch:  t ~ U(0, 1);  w(t) = sum_k c_k(t) theta_k   (Bezier or PolyChain coefficients)
+        loss = CE(f(x; w(t)), y) + 0.5 * wd * ||w(t)||^2       (SGD itself without weight decay)
+        step on the trainable bends
+    evaluation along the curve (`curve` analysis) re-estimates BatchNorm statistics at every t
+
+`eval_points`, `plane_grid` and `plane_margin` are read by the `curve` and `plane` analyses of the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from engine.config import Strict
+from engine.curves import CurveNet, coefficients
+from engine.flops import CostMeter, layer_flops
+from engine.io import load_checkpoint
+from engine.methods.base import Method
+
+
+class Curve(Method):
+    """Train the bends of a Bezier / PolyChain curve between two earlier stages' weights."""
+
+    class Params(Strict):
+        curve: Literal["bezier", "polychain"] = "bezier"
+        num_bends: int = Field(3, ge=2, le=64)
+        start: str = "endpoint1"  # the stages (or STAGE@EPOCH checkpoints) whose weights are the endpoints
+        end: str = "endpoint2"
+        fix_start: bool = True
+        fix_end: bool = True
+        init_linear: bool = True
+        eval_t: float = Field(0.5, ge=0, le=1)  # where the per-epoch monitor evaluates (BN stats as trained)
+        eval_points: int = Field(61, ge=2)  # `curve` analysis: points along the curve (eval_curve --num_points)
+        eval_line: bool = True  # `curve` analysis: also the straight segment between the endpoints
+        plane_grid: int = Field(21, ge=2)  # `plane` analysis: grid points per axis (plane.py --grid_points)
+        plane_margin: float = Field(0.2, ge=0)  # `plane` analysis: margin on each side, in units of the basis
+
+    @classmethod
+    def check(cls, stage: Any) -> list[tuple[str, str]]:
+        p = cls.Params.model_validate(stage.params)
+        problems = []
+        if p.start == p.end:
+            problems.append(("params.end", f"start and end are the same stage '{p.start}'"))
+        if stage.init_from:
+            problems.append(("init_from", "a curve stage takes its endpoints from params.start / params.end"))
+        return problems
+
+    def prepare_model(self, model: torch.nn.Module) -> CurveNet:
+        from engine.runner import checkpoint_path
+
+        p, t = self.params, self.trainer
+        self._flops = layer_flops(model, tuple(t.ctx.data.train.x.shape[1:]))
+        curve = CurveNet(model, p.curve, p.num_bends, p.fix_start, p.fix_end)
+        for k, ref in ((0, p.start), (p.num_bends - 1, p.end)):
+            path = checkpoint_path(t.ctx.run_dir, ref)
+            curve.import_base(load_checkpoint(path)["model"], k)
+        if p.init_linear:
+            curve.init_linear()
+        t.ctx.log.log(f"stage {t.cfg.name}: {p.curve} curve, {p.num_bends} bends, from '{p.start}' to '{p.end}'"
+                      f" (fixed: start {p.fix_start}, end {p.fix_end})")
+        return curve
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """SGD/Adam over the trainable bends with weight_decay 0: the L2 is on w(t), in extra_loss."""
+        from engine.trainer import build_optimizer
+
+        cfg = self.trainer.cfg.optimizer.model_copy(update={"weight_decay": 0.0})
+        return build_optimizer(cfg, self.model)
+
+    def setup(self) -> None:
+        # training cost: one forward/backward of the base network per example (the weight mixing is negligible)
+        self.trainer.cost = CostMeter(self._flops)
+        self._eval_coeffs = coefficients(self.params.curve, self.params.eval_t, self.params.num_bends).to(
+            self.trainer.device)
+
+    def extra_loss(self) -> torch.Tensor:
+        """0.5 * wd * ||w(t)||^2 at the t of this mini-batch (curves.l2_regularizer of the original)."""
+        return 0.5 * self.trainer.cfg.optimizer.weight_decay * self.model.l2
+
+    def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-epoch monitor: the curve at eval_t with the running BN statistics of training (a mixture over
+        t; the exact numbers along the curve, with BN re-estimated per t, are the `curve` analysis)."""
+        return self.model(x, coeffs=self._eval_coeffs)
+
+    def members(self) -> list[dict[str, Any]]:
+        """A curve is not an ensemble member of the base architecture; its numbers are in /curve and /plane."""
+        return []
