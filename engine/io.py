@@ -17,7 +17,14 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    """Call `write(tmp)` on a temp file beside `path`, fsync it, then rename it over `path`.
+
+    Under data parallelism only rank 0 writes: every file of a run directory goes through here.
+    """
+    from engine.dist import is_main
+
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from engine import dist
 from engine.analyses import ANALYSES, AnalysisContext
 from engine.config import Recipe, StageConfig
 from engine.flops import param_counts
@@ -68,6 +69,7 @@ def run_recipe(
                            log=log, steps_before=before, steps_total=total)
         trainer = Trainer(ctx, model, METHODS[stage.method])
         trainer.fit(resume=resume)
+        dist.barrier()  # later stages read this stage's files, written by rank 0
         before += stage.epochs * steps_per_epoch
         summary.update({f"{stage.name}.{data.eval_name}_{k}": v for k, v in trainer.last_eval.items()})
         flops += trainer.cost.total
@@ -78,6 +80,8 @@ def run_recipe(
     if dense_step:
         summary["train_flops_vs_dense"] = flops / (dense_step * ref_epochs * len(data.train.y))
     log.progress.stop()
+    if not dist.is_main():
+        return summary
     actx = AnalysisContext(recipe=recipe, run_dir=run_dir, device=device, _data=data)
     for mode in recipe.analyses:
         log.status(stage=f"analysis:{mode}")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine import dist
 from engine.config import Recipe, StageConfig
 from engine.data import Augment, Dataset, DeviceLoader, Split, load_dataset
 from engine.device import amp_dtype, autocast
@@ -71,7 +72,8 @@ def make_loaders(recipe: Recipe, data: Dataset, device: torch.device,
     aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
     cl = recipe.run.channels_last and device.type == "cuda"
     train = DeviceLoader(data.train, d.batch_size, device=device, train=True, augment=aug,
-                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl)
+                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
+                         rank=dist.rank(), world_size=dist.world())
     test = DeviceLoader(data.eval, d.eval_batch_size, device=device, train=False,
                         normalize=d.normalize, channels_last=cl)
     return train, test
@@ -102,7 +104,11 @@ class Trainer:
         self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed)
         self.method = method_cls(self, self.cfg.params)
         self.model = self.method.prepare_model(self.model).to(ctx.device)
-        self.forward_model = torch.compile(self.model) if ctx.recipe.run.compile else self.model
+        fwd: torch.nn.Module = self.model
+        if dist.world() > 1:  # gradients averaged across ranks; the loop is otherwise unchanged
+            fwd = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        self.forward_model = torch.compile(fwd) if ctx.recipe.run.compile else fwd
         self.optimizer = self.method.build_optimizer()
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken in this stage
@@ -161,7 +167,9 @@ class Trainer:
         for epoch in range(self.epoch, self.cfg.epochs):
             t0 = time.perf_counter()
             loss_sum, correct, seen = self.train_epoch(epoch)
-            sums = torch.stack([loss_sum.float(), correct.float()]).cpu()  # the epoch's one host sync
+            sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+            sums = dist.all_reduce_sum(sums).cpu()  # the epoch's one host sync (and the ranks agree on NaN)
+            seen = int(sums[2])
             train_loss, train_acc = float(sums[0]) / seen, 100.0 * float(sums[1]) / seen
             elapsed = time.perf_counter() - t0
             if not math.isfinite(train_loss):
@@ -277,6 +285,7 @@ class Trainer:
         When training evaluated on a held-out validation split, the final weights are also scored once on
         the official test split, so every run reports a test number.
         """
+        dist.check_identical(self.model, f"stage '{self.cfg.name}'")
         if self.ctx.data.val is not None:
             self.model.eval()
             loader = DeviceLoader(self.ctx.data.test, self.ctx.recipe.data.eval_batch_size, device=self.device,

@@ -110,8 +110,6 @@ def run(recipe: str, sets: tuple[str, ...], smoke: bool, out: str | None, resume
     from repro.launch import execute
     from repro.progress import RichProgress
 
-    if nproc > 1:
-        raise UsageProblem("--nproc > 1 (DDP through torchrun) is not built yet; run with --nproc 1")
     if resume and sets:
         raise UsageProblem("--set cannot change a run being resumed; it continues with its own recipe.toml")
     resolved = load(recipe, sets, smoke)
@@ -120,7 +118,7 @@ def run(recipe: str, sets: tuple[str, ...], smoke: bool, out: str | None, resume
     failed = 0
     for res in resolved:
         outcome = execute(res, root=run_root(root), out=out, resume=resume, device=device, smoke=smoke,
-                          progress=NullProgress() if quiet else RichProgress())
+                          progress=NullProgress() if quiet else RichProgress(), nproc=nproc)
         _print_outcome(outcome)
         if outcome.state != "done":
             failed += 1

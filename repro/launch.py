@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from engine.config import Recipe
 from engine.device import resolve_device
 from engine.io import write_text
 from engine.runlog import NullProgress, Progress, RunLog, now
@@ -50,8 +55,9 @@ def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: boo
 
 
 def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool = False, device: str = "auto",
-            smoke: bool = False, progress: Progress | None = None) -> Outcome:
-    """Run one resolved recipe to the end (or to a failure, recorded in status.json)."""
+            smoke: bool = False, progress: Progress | None = None, nproc: int = 1) -> Outcome:
+    """Run one resolved recipe to the end (or to a failure, recorded in status.json); nproc > 1 runs it as
+    nproc data-parallel processes through torchrun while this process holds the run directory's lock."""
     run_dir, continuing = prepare(res, root, out, resume, smoke)
     with RunLock(run_dir):
         if continuing:
@@ -62,26 +68,49 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
         log = RunLog(run_dir, progress or NullProgress())
         started = log._status.get("started") if continuing else None
         log.status(state="running", recipe=recipe.name, tag=res.tag, smoke=smoke or log._status.get("smoke", False),
-                   started=started or now(), error=None, device=device, host_pid=os.getpid())
-        try:
-            dev = resolve_device(device)
-            log.log(f"run {run_dir} on {dev} ({'resumed' if continuing else 'new'})")
-            summary = run_recipe(recipe, run_dir, log, device=dev, resume=continuing)
-        except TrainingDiverged as e:
-            return _fail(log, run_dir, str(e))
-        except KeyboardInterrupt:
-            log.progress.stop()
-            log.status(state="killed", error="interrupted")
-            raise
-        except Exception as e:  # noqa: BLE001 - recorded, shown as one line, traceback in log.txt
+                   started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc)
+        if nproc > 1:
+            return _torchrun(run_dir, log, nproc, device, continuing)
+        return run_and_record(recipe, run_dir, log, device, continuing)
+
+
+def run_and_record(recipe: Recipe, run_dir: Path, log: RunLog, device: str, continuing: bool,
+                   dev: torch.device | None = None) -> Outcome:
+    """Run the engine and write the outcome into status.json (rank 0's job under DDP)."""
+    try:
+        dev = dev or resolve_device(device)
+        log.log(f"run {run_dir} on {dev} ({'resumed' if continuing else 'new'})")
+        summary = run_recipe(recipe, run_dir, log, device=dev, resume=continuing)
+    except TrainingDiverged as e:
+        return _fail(log, run_dir, str(e))
+    except KeyboardInterrupt:
+        log.progress.stop()
+        log.status(state="killed", error="interrupted")
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, shown as one line, traceback in log.txt
+        if log.enabled:
             with open(run_dir / "log.txt", "a") as f:
                 f.write(traceback.format_exc())
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return _fail(log, run_dir, msg, exc=e)
-        log.status(state="done", progress=1.0, summary=summary, finished=now())
-        return Outcome(run_dir, "done", summary)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return _fail(log, run_dir, msg, exc=e)
+    log.status(state="done", progress=1.0, summary=summary, finished=now())
+    return Outcome(run_dir, "done", summary)
 
 
+def _torchrun(run_dir: Path, log: RunLog, nproc: int, device: str, continuing: bool) -> Outcome:
+    """Launch `repro.worker` on nproc local processes and wait; a rank that dies fails the run."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "repro.worker", str(run_dir), "--device", device] + (["--resume"] if continuing else [])
+    log.log(f"launching {nproc} processes: {' '.join(cmd[2:])}")
+    rc = subprocess.run(cmd).returncode
+    status = RunLog(run_dir, enabled=True)
+    state = status._status.get("state")
+    if rc == 0 and state == "done":
+        return Outcome(run_dir, "done", status._status.get("summary") or {})
+    msg = status._status.get("error") if state == "failed" else None
+    msg = msg or f"a worker process failed (torchrun exit code {rc}); see {run_dir / 'log.txt'}"
+    status.status(state="failed", error=msg)
+    return Outcome(run_dir, "failed", {}, msg)
 def _fail(log: RunLog, run_dir: Path, msg: str, exc: BaseException | None = None) -> Outcome:
     log.progress.stop()
     log.status(state="failed", error=msg)

@@ -32,14 +32,20 @@ class Masking:
 
     # ---- masks ---------------------------------------------------------------------------------------
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        """Replace masks (bool, the weights' shapes) and zero the newly pruned entries at once."""
+        """Replace masks (bool, the weights' shapes) and zero the newly pruned entries at once.
+
+        Under data parallelism rank 0's masks are broadcast, so every replica holds the same topology whatever
+        each rank computed (SNIP scores on its own shard, a tie broken differently).
+        """
+        from engine.dist import broadcast_
+
         for n in self.names:
             if n in masks:
                 m = masks[n]
                 if m.shape != self.masks[n].shape:
                     raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, "
                                      f"weight has {tuple(self.masks[n].shape)}")
-                self.masks[n] = m.to(device=self.masks[n].device, dtype=torch.bool)
+                self.masks[n] = broadcast_(m.to(device=self.masks[n].device, dtype=torch.bool).contiguous())
         self._refresh()
         self.apply()
 

@@ -1,0 +1,377 @@
+"""The analysis screen of one run: a tab per analysis.h5 group (member vs ensemble table, disagreement and KL
+heat maps, reliability diagram with ECE, t-SNE scatter, mask overlap, curve along t, Early-Bird epochs, ...)
+and a key that exports the shown analysis as the matplotlib figure `repro plot` draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from repro.tui.widgets import Chart, HeatMap, message
+
+ORDER = ("predict", "disagreement", "kd", "calibration", "tsne", "mask_overlap", "curve", "earlybird", "sparsity",
+         "ood")
+TITLES = {"predict": "predict", "disagreement": "disagreement", "kd": "KL (kd)", "calibration": "calibration",
+          "tsne": "t-SNE", "mask_overlap": "mask overlap", "curve": "curve", "earlybird": "Early-Bird",
+          "sparsity": "sparsity", "ood": "OOD"}
+PALETTE = ["blue", "red", "green", "orange", "magenta", "cyan", "yellow", "white", "gray", "violet"]
+
+
+def _names(g: dict[str, Any], key: str, k: int, prefix: str = "") -> list[str]:
+    v = g.get(key)
+    if v is not None and len(v) == k:
+        return [str(x) for x in v]
+    return [f"{prefix}{i + 1}" for i in range(k)]
+
+
+def _f(v: Any, fmt: str = ".2f") -> str:
+    try:
+        return format(float(np.asarray(v).reshape(-1)[0]), fmt)
+    except (TypeError, ValueError, IndexError):
+        return "-"
+
+
+# ---- one builder per group: dict of arrays -> widgets -------------------------------------------------
+def view_predict(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    acc = np.asarray(g["member_acc"], dtype=float).reshape(-1)
+    nll = np.asarray(g["member_nll"], dtype=float).reshape(-1)
+    names = _names(g, "member_names", len(acc), "member ")
+    cal = all_groups.get("calibration")
+    ece = np.asarray(cal["ece"], dtype=float).reshape(-1) if isinstance(cal, dict) and "ece" in cal else None
+    if ece is not None and len(ece) != len(acc) + 1:
+        ece = None
+    table = DataTable(cursor_type="row", id="predict-table", classes="small-table")
+    table.add_columns("member", "accuracy (%)", "NLL", *(["ECE"] if ece is not None else []))
+    for i, n in enumerate(names):
+        table.add_row(n, f"{acc[i]:.2f}", f"{nll[i]:.4f}", *([f"{ece[i]:.4f}"] if ece is not None else []))
+    ens_acc, ens_nll = float(np.asarray(g["ensemble_acc"])), float(np.asarray(g["ensemble_nll"]))
+    table.add_row(Text("ensemble", style="bold"), Text(f"{ens_acc:.2f}", style="bold"),
+                  Text(f"{ens_nll:.4f}", style="bold"), *([Text(f"{ece[-1]:.4f}", style="bold")] if ece is not None
+                                                          else []))
+    best = float(acc.max()) if acc.size else float("nan")
+    summary = Text(f"ensemble {ens_acc:.2f}% vs best member {best:.2f}% ({ens_acc - best:+.2f}), "
+                   f"member mean {acc.mean() if acc.size else float('nan'):.2f}%; "
+                   f"{len(acc)} members on {len(np.asarray(g.get('labels', [])))} test points")
+
+    def draw(plt: Any) -> None:
+        plt.bar([*names, "ensemble"], [*acc.tolist(), ens_acc], color="blue")
+        plt.title("accuracy (%)")
+        lo = min([*acc.tolist(), ens_acc])
+        plt.ylim(max(0.0, lo - 5), min(100.0, max([*acc.tolist(), ens_acc]) + 1))
+
+    return [Static(summary, classes="note"), table, Chart(draw, classes="chart-wide")]
+
+
+def view_matrix(key: str, what: str, fmt: str = ".3f") -> Any:
+    def build(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+        m = np.asarray(g[key], dtype=float)
+        labels = _names(g, "member_names" if key != "distance" else "labels", m.shape[0])
+        mean = g.get("mean")
+        if mean is None and m.ndim == 2 and m.shape[0] > 1:
+            mean = float(m[~np.eye(m.shape[0], dtype=bool)].mean())
+        note = f"{what}; mean {_f(mean, '.4f')}"
+        kind = g.get("_attrs", {}).get("kind")
+        if kind:
+            note += f" ({kind} masks)"
+        return [Static(note, classes="note"), HeatMap(m, labels, fmt, classes="heatmap")]
+
+    return build
+
+
+def view_calibration(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    edges = np.asarray(g["bin_edges"], dtype=float)
+    acc = np.asarray(g["bin_accuracy"], dtype=float)
+    conf = np.asarray(g["bin_confidence"], dtype=float)
+    count = np.asarray(g["bin_count"], dtype=float)
+    ece = np.asarray(g["ece"], dtype=float).reshape(-1)
+    names = [*_names(g, "member_names", len(ece) - 1, "member "), "ensemble"]
+    filled = count > 0
+    centers = (edges[:-1] + edges[1:]) / 2
+
+    def draw(plt: Any) -> None:
+        plt.bar(centers[filled].tolist(), acc[filled].tolist(), width=0.6 / max(len(centers), 1) * len(centers) / 10,
+                color="blue", label="bin accuracy")
+        plt.plot([0.0, 1.0], [0.0, 1.0], color="white", label="perfect calibration")
+        plt.scatter(centers[filled].tolist(), conf[filled].tolist(), color="red", marker="x",
+                    label="bin confidence")
+        plt.xlim(0, 1)
+        plt.ylim(0, 1)
+        plt.xlabel("confidence")
+        plt.title(f"reliability of the ensemble, ECE {ece[-1]:.4f}")
+
+    t = Text("ECE  ")
+    for n, e in zip(names, ece):
+        t.append(f"{n} ", style="bold" if n == "ensemble" else "")
+        t.append(f"{e:.4f}   ", style="bold" if n == "ensemble" else "")
+    return [Static(t, classes="note"), Chart(draw, classes="chart-big")]
+
+
+def view_tsne(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    emb = np.asarray(g["embedding"], dtype=float)
+    ids = np.asarray(g["member"]).astype(int).reshape(-1)
+    steps = np.asarray(g.get("step", np.arange(len(ids)))).reshape(-1)
+    labels = [str(x) for x in g.get("labels", [])]
+
+    def draw(plt: Any) -> None:
+        for n, t in enumerate(sorted(set(ids.tolist()))):
+            rows = np.flatnonzero(ids == t)
+            rows = rows[np.argsort(steps[rows], kind="stable")]
+            name = labels[t] if 0 <= t < len(labels) else f"trajectory {t}"
+            plt.scatter(emb[rows, 0].tolist(), emb[rows, 1].tolist(), color=PALETTE[n % len(PALETTE)], label=name,
+                        marker="dot")
+        plt.title("prediction trajectories in function space (t-SNE), coloured by member")
+
+    return [Static(f"{len(ids)} points, {len(set(ids.tolist()))} trajectories", classes="note"),
+            Chart(draw, classes="chart-big")]
+
+
+def view_curve(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    t = np.asarray(g["t"], dtype=float).reshape(-1)
+
+    def lines(keys: tuple[str, ...], title: str) -> Any:
+        def draw(plt: Any) -> None:
+            for n, k in enumerate(keys):
+                if k in g:
+                    plt.plot(t.tolist(), np.asarray(g[k], dtype=float).reshape(-1).tolist(), label=k,
+                             color=PALETTE[n], marker="braille")
+            plt.xlabel("t")
+            plt.title(title)
+
+        return draw
+
+    err = np.asarray(g.get("test_error", []), dtype=float).reshape(-1)
+    note = f"{len(t)} points along the curve"
+    if err.size:
+        note += f"; test error at the ends {err[0]:.2f} / {err[-1]:.2f}, max {err.max():.2f} at t = {t[err.argmax()]:.2f}"
+    return [Static(note, classes="note"),
+            Chart(lines(("train_loss", "test_loss", "test_nll"), "loss along t"), classes="chart-half"),
+            Chart(lines(("train_error", "test_error"), "error (%) along t"), classes="chart-half")]
+
+
+def view_earlybird(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    arrays = {k: np.asarray(v) for k, v in g.items() if k != "_attrs" and not isinstance(v, list)}
+    ratio_key = next((k for k in arrays if "ratio" in k), None)
+    epoch_key = next((k for k in arrays if "epoch" in k and arrays[k].ndim == 1), None)
+    trace_key = next((k for k in arrays if "dist" in k), None)
+    table = DataTable(cursor_type="row", classes="small-table")
+    table.add_columns("pruning ratio", "EB epoch")
+    if ratio_key and epoch_key:
+        for r, e in zip(arrays[ratio_key].reshape(-1), arrays[epoch_key].reshape(-1)):
+            table.add_row(f"{float(r):.2f}", str(int(e)) if int(e) >= 0 else "not found")
+    out: list[Widget] = [Static(f"Early-Bird tickets: the epoch at which each ratio's channel mask stopped moving "
+                                f"(fields: {', '.join(sorted(arrays))})", classes="note"), table]
+    if trace_key is not None:
+        d = np.asarray(arrays[trace_key], dtype=float)
+        d2 = d.reshape(1, -1) if d.ndim == 1 else d.reshape(d.shape[0], -1)
+        ratios = arrays[ratio_key].reshape(-1) if ratio_key else np.arange(d2.shape[0])
+
+        def draw(plt: Any) -> None:
+            for i, row in enumerate(d2):
+                name = f"ratio {float(ratios[i]):.2f}" if i < len(ratios) else f"trace {i}"
+                plt.plot(list(range(1, len(row) + 1)), row.tolist(), label=name, color=PALETTE[i % len(PALETTE)],
+                         marker="braille")
+            plt.xlabel("epoch")
+            plt.title("mask distance between consecutive epochs")
+
+        out.append(Chart(draw, classes="chart-half"))
+    return out
+
+
+def view_sparsity(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    epochs = np.asarray(g["epoch"], dtype=float).reshape(-1)
+    overall = np.asarray(g["overall_density"], dtype=float).reshape(-1)
+    dens = np.asarray(g.get("layer_density", np.zeros((0, 0))), dtype=float)
+
+    def draw(plt: Any) -> None:
+        plt.plot(epochs.tolist(), overall.tolist(), label="overall", color="white", marker="braille")
+        if dens.ndim == 2 and dens.shape[0] == len(epochs):
+            plt.plot(epochs.tolist(), dens.min(axis=1).tolist(), label="sparsest layer", color="blue",
+                     marker="braille")
+            plt.plot(epochs.tolist(), dens.max(axis=1).tolist(), label="densest layer", color="red",
+                     marker="braille")
+        plt.xlabel("epoch")
+        plt.title("density")
+
+    note = f"final overall density {overall[-1]:.4f}" if overall.size else "no epochs"
+    return [Static(note, classes="note"), Chart(draw, classes="chart-big")]
+
+
+def view_ood(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    s_in = np.asarray(g["scores_in"], dtype=float).reshape(-1)
+    s_out = np.asarray(g["scores_out"], dtype=float).reshape(-1)
+    name = g.get("_attrs", {}).get("ood_dataset", "OOD")
+
+    def draw(plt: Any) -> None:
+        plt.hist(s_in.tolist(), bins=30, label="in-distribution", color="blue")
+        plt.hist(s_out.tolist(), bins=30, label=str(name), color="red")
+        plt.xlabel("max softmax of the ensemble")
+        plt.title("scores in and out of distribution")
+
+    return [Static(f"AUROC {_f(g['auroc'], '.4f')}   AUPR {_f(g['aupr'], '.4f')}   ({name})", classes="note"),
+            Chart(draw, classes="chart-big")]
+
+
+def view_generic(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    t = Text()
+    for k, v in g.items():
+        if k == "_attrs":
+            continue
+        a = np.asarray(v) if not isinstance(v, list) else None
+        if a is None:
+            t.append(f"{k}: {len(v)} strings: {', '.join(map(str, v[:8]))}{' ...' if len(v) > 8 else ''}\n")
+        elif a.ndim == 0:
+            t.append(f"{k}: {a.item()}\n")
+        else:
+            t.append(f"{k}: {a.dtype} {list(a.shape)}\n")
+    return [Static(t, classes="note")]
+
+
+VIEWS = {
+    "predict": view_predict,
+    "disagreement": view_matrix("matrix", "fraction of test points on which two members' predictions differ"),
+    "kd": view_matrix("kl", "KL(p_row || p_column) between members, nats"),
+    "calibration": view_calibration,
+    "tsne": view_tsne,
+    "mask_overlap": view_matrix("distance", "fraction of mask positions that differ"),
+    "curve": view_curve,
+    "earlybird": view_earlybird,
+    "sparsity": view_sparsity,
+    "ood": view_ood,
+}
+
+
+def build_view(name: str, g: Any, all_groups: dict[str, Any]) -> list[Widget]:
+    """A group's widgets, or one line saying why it cannot be shown (an older or damaged file)."""
+    if isinstance(g, str):
+        return [message(g, "red")]
+    attrs = g.get("_attrs", {}) if isinstance(g, dict) else {}
+    try:
+        widgets = VIEWS.get(name, view_generic)(g, all_groups)
+    except Exception as e:  # noqa: BLE001 - a group this version cannot draw is shown as a message
+        widgets = [message(f"cannot show /{name}: {type(e).__name__}: {e} (written by version "
+                           f"{attrs.get('version', '?')}?)", "red"), *view_generic(g, all_groups)]
+    return widgets
+
+
+def read_groups(h5: Path) -> dict[str, Any]:
+    """Every group of a run's analysis.h5 (a group that fails to read maps to the reason)."""
+    from engine.store import groups, read_group
+
+    out: dict[str, Any] = {}
+    for name in groups(h5):
+        try:
+            out[name] = read_group(h5, name)
+        except Exception as e:  # noqa: BLE001
+            out[name] = f"cannot read /{name}: {type(e).__name__}: {e}"
+    return out
+
+
+class AnalysisScreen(Screen):
+    """The analyses of one run, a tab per group."""
+
+    BINDINGS = [
+        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("n,right_square_bracket", "tab(1)", "Next"),
+        Binding("p,left_square_bracket", "tab(-1)", "Previous"),
+        Binding("e", "export", "Export figure"),
+        Binding("g", "reload", "Reload"),
+    ]
+
+    def __init__(self, run_dir: Path, label: str) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.label = label
+        self.groups: dict[str, Any] = {}
+        self.tabs: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(Text(f" {self.label}", style="bold"), id="an-title")
+        yield Vertical(message("reading analysis.h5 ..."), id="an-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    def action_reload(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="analysis", exit_on_error=False)
+    def load(self) -> None:
+        h5 = self.run_dir / "analysis.h5"
+        if not h5.exists():
+            data: dict[str, Any] | str = "no analysis.h5 yet: the analyses run after the last stage " \
+                                          f"(or run `repro analyze {self.run_dir} --mode predict`)"
+        else:
+            try:
+                data = read_groups(h5)
+            except Exception as e:  # noqa: BLE001 - e.g. a truncated or foreign file
+                data = f"cannot read analysis.h5: {type(e).__name__}: {e}"
+        self.app.call_from_thread(self.show, data)
+
+    async def show(self, data: dict[str, Any] | str) -> None:
+        body = self.query_one("#an-body", Vertical)
+        await body.remove_children()
+        if isinstance(data, str):
+            await body.mount(message(data, "yellow"))
+            self.groups, self.tabs = {}, []
+            return
+        self.groups = data
+        names = [n for n in ORDER if n in data] + sorted(n for n in data if n not in ORDER)
+        self.tabs = names
+        if not names:
+            await body.mount(message("analysis.h5 holds no groups yet", "yellow"))
+            return
+        panes = []
+        for n in names:
+            panes.append(TabPane(TITLES.get(n, n), VerticalScroll(*build_view(n, data[n], data)), id=f"tab-{n}"))
+        await body.mount(TabbedContent(*panes, id="an-tabs"))
+        self.query_one(f"#an-title", Static).update(Text.assemble(
+            (f" {self.label}", "bold"), f"   analysis.h5: {', '.join(names)}   ",
+            ("n/p: next/previous   e: export figure", "dim")))
+
+    @property
+    def active(self) -> str | None:
+        try:
+            tab = self.query_one("#an-tabs", TabbedContent).active
+        except Exception:  # noqa: BLE001 - not built yet
+            return None
+        return tab.removeprefix("tab-") if tab else None
+
+    def action_tab(self, step: int) -> None:
+        cur = self.active
+        if cur is None or not self.tabs:
+            return
+        nxt = self.tabs[(self.tabs.index(cur) + step) % len(self.tabs)]
+        self.query_one("#an-tabs", TabbedContent).active = f"tab-{nxt}"
+
+    def action_export(self) -> None:
+        mode = self.active
+        if mode is None or not isinstance(self.groups.get(mode), dict):
+            self.notify("nothing to export", severity="warning")
+            return
+        self.notify(f"drawing /{mode} ...")
+        self.export(mode)
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def export(self, mode: str) -> None:
+        from repro.tui.figures import export
+
+        try:
+            path = export(self.run_dir, mode, self.groups[mode])
+        except Exception as e:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"{type(e).__name__}: {e}", title="export failed",
+                                      severity="error")
+            return
+        self.last_export = path
+        self.app.call_from_thread(self.notify, str(path), title=f"/{mode} exported")

@@ -1,0 +1,102 @@
+"""Modal dialogs: confirm a launch, edit a recipe's `--set` overrides (checked before they are accepted)."""
+
+from __future__ import annotations
+
+import shlex
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A question answered with enter/y (yes) or escape/n (no)."""
+
+    BINDINGS = [
+        Binding("enter,y", "answer(True)", "Yes"),
+        Binding("escape,n", "answer(False)", "No"),
+    ]
+
+    def __init__(self, title: str, body: str) -> None:
+        super().__init__()
+        self.title_text, self.body = title, body
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            yield Static(self.body, classes="dialog-body", markup=False)
+            yield Static("[b]enter[/b]/[b]y[/b] yes    [b]escape[/b]/[b]n[/b] no", classes="dialog-keys")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+def parse_overrides(text: str) -> list[str]:
+    """'train.epochs=3 --set model.arch=wrn-16-2' -> ['train.epochs=3', 'model.arch=wrn-16-2'] (shell quoting)."""
+    out = []
+    for tok in shlex.split(text):
+        if tok == "--set":
+            continue
+        tok = tok.removeprefix("--set=")
+        if "=" not in tok:
+            raise ValueError(f"'{tok}': an override is KEY=VALUE (a dotted key, a TOML value)")
+        out.append(tok)
+    return out
+
+
+class OverridesDialog(ModalScreen["tuple[str, ...] | None"]):
+    """Edit `--set K=V` overrides for one recipe; enter checks them against the recipe, escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, recipe: str, sets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.recipe, self.sets = recipe, sets
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"--set overrides for [b]{self.recipe}[/b]", classes="dialog-title")
+            yield Static("dotted keys with TOML values, space separated, e.g. "
+                         "train.epochs=3 model.arch=wrn-16-2 'run.seed=2'", classes="dialog-body")
+            yield Input(" ".join(shlex.quote(s) for s in self.sets), id="overrides-input",
+                        placeholder="KEY=VALUE ...")
+            yield Static("", id="overrides-errors", classes="dialog-errors", markup=False)
+            yield Static("[b]enter[/b] check and apply    [b]escape[/b] cancel", classes="dialog-keys")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted, "#overrides-input")
+    def submitted(self, event: Input.Submitted) -> None:
+        try:
+            sets = parse_overrides(event.value)
+        except ValueError as e:
+            self.query_one("#overrides-errors", Static).update(str(e))
+            return
+        self.query_one("#overrides-errors", Static).update("checking ...")
+        self.check(tuple(sets))
+
+    @work(thread=True, exclusive=True, group="check-overrides")
+    def check(self, sets: tuple[str, ...]) -> None:
+        from repro.recipe import RecipeError, load
+
+        try:
+            load(self.recipe, sets, False)
+            problem = ""
+        except RecipeError as e:
+            problem = "\n".join(e.lines)
+        except Exception as e:  # noqa: BLE001 - shown in the dialog
+            problem = f"{type(e).__name__}: {e}"
+        self.app.call_from_thread(self._checked, sets, problem)
+
+    def _checked(self, sets: tuple[str, ...], problem: str) -> None:
+        if problem:
+            self.query_one("#overrides-errors", Static).update(problem)
+        else:
+            self.dismiss(sets)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,351 @@
+"""The recipes screen: every recipe in a searchable table, its paper, command line and resolved TOML beside
+it, and keys to edit `--set` overrides, pick a device and launch it (smoke or full)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from repro.tui.dialogs import ConfirmDialog, OverridesDialog
+from repro.tui.procs import DEVICES
+from repro.tui.rundata import latest_by_recipe
+
+PAPERS = {
+    "freetickets": "FreeTickets: Deep Ensembling with No Overhead for either Training or Testing "
+                   "(Liu et al., ICLR 2022)",
+    "suptickets": "Sup-tickets: Superposing Many Tickets into One (Yin et al., 2022)",
+    "earlybird": "Drawing Early-Bird Tickets: Towards More Efficient Training of Deep Networks "
+                 "(You et al., ICLR 2020)",
+    "randompruning": "The Unreasonable Effectiveness of Random Pruning (Liu et al., ICLR 2022)",
+    "modeconnectivity": "Loss Surfaces, Mode Connectivity, and Fast Ensembling of DNNs "
+                        "(Garipov et al., NeurIPS 2018)",
+    "demo": "the digits demo (FreeTickets' EDST on scikit-learn's digits)",
+}
+STATE_STYLE = {"running": "bold cyan", "done": "green", "failed": "bold red", "killed": "yellow",
+               "unknown": "dim", "unreadable": "red"}
+COLUMNS = ("name", "latest run", "paper", "method", "dataset", "model")
+
+
+@dataclass
+class RecipeInfo:
+    """What the table shows about one recipe; `error` when it does not load."""
+
+    name: str
+    paper: str = "..."
+    method: str = "..."
+    dataset: str = "..."
+    model: str = "..."
+    runs: int = 0
+    description: str = ""
+    command: str = ""
+    expect: str = ""
+    error: str = ""
+    loaded: bool = False
+
+    def haystack(self) -> str:
+        return " ".join((self.name, self.paper, self.method, self.dataset, self.model)).lower()
+
+
+def recipe_info(name: str) -> RecipeInfo:
+    from repro.recipe import RecipeError, load
+
+    try:
+        resolved = load(name)
+    except RecipeError as e:
+        return RecipeInfo(name, "?", "?", "?", "?", error="\n".join(e.lines), loaded=True)
+    except Exception as e:  # noqa: BLE001 - a recipe that cannot load is a row with its reason
+        return RecipeInfo(name, "?", "?", "?", "?", error=f"{type(e).__name__}: {e}", loaded=True)
+    r = resolved[0].recipe
+    exp = r.expect
+    expect = ", ".join(f"{k} = {v}" for k, v in (exp.metrics or {}).items())
+    if expect and getattr(exp, "tolerance", None) is not None:
+        expect += f" (± {exp.tolerance})"
+    return RecipeInfo(name, r.paper, "+".join(dict.fromkeys(s.method for s in r.stage)), r.data.dataset,
+                      r.model.arch, len(resolved), r.description, r.command, expect, loaded=True)
+
+
+class RecipesScreen(Screen):
+    """Recipes: search, preview, overrides, device, launch."""
+
+    BINDINGS = [
+        Binding("/", "search", "Search"),
+        Binding("s", "launch(True)", "Smoke run"),
+        Binding("f", "launch(False)", "Full run"),
+        Binding("o", "overrides", "--set"),
+        Binding("d", "cycle_device", "Device"),
+        Binding("t", "toggle_preview", "Preview smoke/full"),
+    ]
+
+    query = reactive("")
+    device = reactive("auto")
+    smoke_preview = reactive(False)
+    current: reactive[str | None] = reactive(None)
+    sets: reactive[tuple[str, ...]] = reactive(tuple)
+
+    def __init__(self) -> None:
+        super().__init__()
+        from repro.recipe import recipe_names  # no torch: a directory listing
+
+        self.infos = {n: RecipeInfo(n) for n in recipe_names()}
+        self.overrides: dict[str, tuple[str, ...]] = {}
+        self.latest: dict[str, str] = {}
+        self._shown: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="/ search recipes: name, paper, method, dataset, model", id="search")
+        with Horizontal(id="recipes-main"):
+            yield DataTable(id="recipes", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="recipe-pane"):
+                yield Static(id="recipe-about")
+                yield Static(id="recipe-toml")
+        yield Static(id="launch-bar")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#recipes", DataTable)
+        for c in COLUMNS:
+            table.add_column(c, key=c)
+        self._fill()
+        table.focus()
+        self._update_bar()
+        self.watch(self.app, "runs", self._runs_changed)
+        self.load_infos()
+
+    # ---- table ----
+    def _visible(self) -> list[str]:
+        terms = self.query.lower().split()
+        return [n for n, i in self.infos.items() if all(t in i.haystack() for t in terms)]
+
+    def _cells(self, name: str) -> tuple:
+        i = self.infos[name]
+        state = self.latest.get(name, "")
+        name_cell = Text(name, style="red" if i.error else "")
+        return (name_cell, Text(state or "-", style=STATE_STYLE.get(state, "dim")), i.paper, i.method, i.dataset,
+                i.model)
+
+    def _fill(self) -> None:
+        table = self.query_one("#recipes", DataTable)
+        keep = self.current
+        table.clear()
+        self._shown = self._visible()
+        for n in self._shown:
+            table.add_row(*self._cells(n), key=n)
+        if keep in self._shown:
+            table.move_cursor(row=self._shown.index(keep), animate=False)
+        elif not self._shown:
+            self.current = None
+
+    def _refresh_row(self, name: str) -> None:
+        if name not in self._shown:
+            return
+        table = self.query_one("#recipes", DataTable)
+        for c, v in zip(COLUMNS, self._cells(name)):
+            table.update_cell(name, c, v)
+
+    @work(thread=True, group="recipe-infos", exit_on_error=False)
+    def load_infos(self) -> None:
+        """Load every recipe once (the first load imports the engine) and fill in the rows as they come."""
+        for name in list(self.infos):
+            info = recipe_info(name)
+            self.app.call_from_thread(self._info_loaded, info)
+
+    def _info_loaded(self, info: RecipeInfo) -> None:
+        self.infos[info.name] = info
+        terms = self.query.lower().split()
+        if terms and (info.name in self._shown) != all(t in info.haystack() for t in terms):
+            self._fill()
+        else:
+            self._refresh_row(info.name)
+        if info.name == self.current:
+            self._update_preview()
+
+    def _runs_changed(self, rows: list) -> None:
+        latest = {k: r.state for k, r in latest_by_recipe(rows).items()}
+        changed = [n for n in self.infos if latest.get(n) != self.latest.get(n)]
+        self.latest = latest
+        for n in changed:
+            self._refresh_row(n)
+
+    @on(DataTable.RowSelected, "#recipes")
+    def _selected(self) -> None:
+        self.action_show_runs()
+
+    @on(DataTable.RowHighlighted, "#recipes")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.current = event.row_key.value
+
+    def watch_current(self, name: str | None) -> None:
+        self.sets = self.overrides.get(name, ()) if name else ()
+        self._update_preview()
+        self._update_bar()
+
+    def watch_query(self) -> None:
+        if self.is_mounted:
+            self._fill()
+
+    def watch_sets(self) -> None:
+        self._update_bar()
+
+    def watch_device(self) -> None:
+        self._update_bar()
+
+    def watch_smoke_preview(self) -> None:
+        self._update_preview()
+        self._update_bar()
+
+    # ---- side pane and bar ----
+    def _update_bar(self) -> None:
+        if not self.is_mounted:
+            return
+        sets = " ".join(f"--set {s}" for s in self.sets) or "none"
+        self.query_one("#launch-bar", Static).update(
+            f" device [b]{self.device}[/b]   overrides [b]{Text(sets).markup}[/b]   "
+            f"preview [b]{'smoke' if self.smoke_preview else 'full'}[/b]   "
+            f"root {Text(str(self.app.root)).markup}")
+
+    def _update_preview(self) -> None:
+        if not self.is_mounted:
+            return
+        about = self.query_one("#recipe-about", Static)
+        name = self.current
+        if name is None:
+            about.update("no recipe matches the search")
+            self.query_one("#recipe-toml", Static).update("")
+            return
+        i = self.infos.get(name) or RecipeInfo(name)
+        t = Text()
+        t.append(f"{name}\n", style="bold")
+        t.append("paper  ", style="dim")
+        t.append(f"{PAPERS.get(i.paper, i.paper)}\n")
+        if i.description:
+            t.append(f"{i.description}\n")
+        if i.command:
+            t.append("original command\n", style="dim")
+            t.append(f"{i.command}\n", style="cyan")
+        if i.expect:
+            t.append("paper's numbers  ", style="dim")
+            t.append(f"{i.expect}\n")
+        if i.runs > 1:
+            t.append(f"a sweep: {i.runs} runs\n", style="yellow")
+        if i.error:
+            t.append(f"{i.error}\n", style="bold red")
+        about.update(t)
+        self.query_one("#recipe-toml", Static).update(Text("resolving ...", style="dim"))
+        self.resolve(name, self.sets, self.smoke_preview)
+
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def resolve(self, name: str, sets: tuple[str, ...], smoke: bool) -> None:
+        from repro.recipe import RecipeError, load, to_toml
+
+        try:
+            resolved = load(name, sets, smoke)
+            head = f"# resolved ({'smoke' if smoke else 'full'}{', ' + ' '.join(sets) if sets else ''})"
+            if len(resolved) > 1:
+                head += f"; sweep point 1 of {len(resolved)}: {resolved[0].tag}"
+            body: Syntax | Text = Syntax(head + "\n" + to_toml(resolved[0].recipe), "toml", theme="ansi_dark",
+                                         word_wrap=True, background_color="default")
+        except RecipeError as e:
+            body = Text("\n".join(e.lines), style="red")
+        except Exception as e:  # noqa: BLE001
+            body = Text(f"{type(e).__name__}: {e}", style="red")
+        self.app.call_from_thread(self._resolved, name, sets, smoke, body)
+
+    def _resolved(self, name: str, sets: tuple[str, ...], smoke: bool, body: Syntax | Text) -> None:
+        if (name, sets, smoke) == (self.current, self.sets, self.smoke_preview):
+            self.query_one("#recipe-toml", Static).update(body)
+
+    # ---- actions ----
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self.query = event.value
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self) -> None:
+        self.query_one("#recipes", DataTable).focus()
+
+    def on_key(self, event) -> None:  # noqa: ANN001 - textual's Key event
+        search = self.query_one("#search", Input)
+        if search.has_focus and event.key in ("escape", "down"):
+            if event.key == "escape":
+                search.value = ""
+            self.query_one("#recipes", DataTable).focus()
+            event.stop()
+
+    def action_cycle_device(self) -> None:
+        self.device = DEVICES[(DEVICES.index(self.device) + 1) % len(DEVICES)]
+
+    def action_toggle_preview(self) -> None:
+        self.smoke_preview = not self.smoke_preview
+
+    def action_overrides(self) -> None:
+        name = self.current
+        if name is None:
+            return
+
+        def done(sets: tuple[str, ...] | None) -> None:
+            if sets is None or name != self.current:
+                return
+            self.overrides[name] = tuple(sets)
+            self.sets = tuple(sets)
+            self._update_preview()
+
+        self.app.push_screen(OverridesDialog(name, self.sets), done)
+
+    def action_show_runs(self) -> None:
+        if self.current:
+            self.app.switch_mode("runs")
+            runs = self.app.screen
+            if hasattr(runs, "set_filter"):
+                runs.set_filter(self.current)
+
+    def action_launch(self, smoke: bool) -> None:
+        name = self.current
+        if name is None:
+            return
+        info = self.infos.get(name)
+        if info is not None and info.error:
+            self.notify(info.error.splitlines()[0], title=f"{name} does not load", severity="error")
+            return
+        sets, device = self.sets, self.device
+        cmd = " ".join(["repro run", name, *(f"--set {s}" for s in sets), f"--device {device}",
+                        *(["--smoke"] if smoke else [])])
+        runs = info.runs if info and info.loaded else 1
+        body = (f"{cmd}\n\n{'smoke profile: digits, a narrow model, two epochs a stage' if smoke else 'FULL SIZE'}"
+                f"{f'; a sweep of {runs} runs, one after another' if runs > 1 else ''}\n"
+                f"runs in the background and outlives this app; root {self.app.root}")
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.start(name, sets, smoke, device)
+
+        self.app.push_screen(ConfirmDialog(f"Launch {'a smoke' if smoke else 'a full'} run?", body), done)
+
+    @work(thread=True, group="launch", exit_on_error=False)
+    def start(self, name: str, sets: tuple[str, ...], smoke: bool, device: str) -> None:
+        from repro.recipe import RecipeError, load
+        from repro.tui import procs
+
+        try:
+            resolved = load(name, sets, smoke)
+            la = procs.launch(self.app.root, name, sets, smoke, device, len(resolved), resolved[0].tag)
+        except RecipeError as e:
+            self.app.call_from_thread(self.notify, "\n".join(e.lines), title="cannot launch", severity="error")
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. the root is not writable
+            self.app.call_from_thread(self.notify, f"{type(e).__name__}: {e}", title="cannot launch",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self.app.launched_run, la)

@@ -1,0 +1,342 @@
+"""The runs screen: every run directory, refreshed live; the selected run's log tail and curves; keys to stop
+(SIGTERM to its process group, SIGKILL for good), resume, and open its analyses."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Log, Static
+from textual_plotext import PlotextPlot
+
+from repro.tui import procs
+from repro.tui.recipes import STATE_STYLE
+from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, row_cells
+
+COLUMNS = (("recipe", 30), ("run", 24), ("state", 10), ("stage", 12), ("epoch", 7), ("progress", 15),
+           ("best", 6), ("elapsed", 7), ("ETA", 6), ("note", 60))
+CHART_IDS = {name: "chart-" + name.replace(" ", "-") for name in CURVES}
+SERIES_COLORS = {"train_loss": "blue", "test_loss": "red", "val_loss": "orange", "train_acc": "blue",
+                 "test_acc": "red", "val_acc": "orange", "lr": "green", "density": "magenta"}
+
+
+def _cell(col: int, text: str) -> str | Text:
+    if col == 2:
+        return Text(text, style=STATE_STYLE.get(text, ""))
+    if col == 9 and text:
+        return Text(text, style="red")
+    return text
+
+
+class RunsScreen(Screen):
+    """Runs: the live table, the selected run's log and charts."""
+
+    BINDINGS = [
+        Binding("/", "filter", "Filter"),
+        Binding("a", "analysis", "Analyses"),
+        Binding("x", "stop", "Stop"),
+        Binding("X", "kill", "Kill now"),
+        Binding("r", "resume", "Resume"),
+    ]
+
+    query = reactive("")
+    selected: reactive[str | None] = reactive(None)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, RunRow] = {}
+        self._keys: list[str] = []
+        self._cells: dict[str, tuple[str, ...]] = {}
+        self.apply_ms = 0.0
+        self.stopping: dict[str, tuple[int, float]] = {}  # run key -> (pid, SIGKILL deadline, monotonic)
+        self._detail_lock = threading.Lock()
+        self._tail: LogTail | None = None
+        self._metrics: JsonlReader | None = None
+        self._records: list[dict] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="/ filter runs: recipe, run id, state, stage", id="runs-filter")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="run-detail")
+        with Horizontal(id="run-bottom"):
+            yield Log(id="run-log", max_lines=2000, auto_scroll=True)
+            with Grid(id="run-charts"):
+                for name, cid in CHART_IDS.items():
+                    yield PlotextPlot(id=cid, classes="chart")
+        yield Static(id="runs-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        for label, width in COLUMNS:
+            table.add_column(label, key=label, width=width)
+        table.focus()
+        for name in CURVES:
+            self._draw_chart(name, {})
+        self.watch(self.app, "runs", self.show_runs)
+
+    # ---- the table ----
+    def _matches(self, r: RunRow, terms: list[str]) -> bool:
+        if not terms:
+            return True
+        hay = f"{r.recipe} {r.run_id} {r.state} {r.stage}".lower()
+        return all(t in hay for t in terms)
+
+    def show_runs(self, rows: list[RunRow]) -> None:
+        """Bring the table up to date: rebuild it when the set of rows changed, else update changed cells."""
+        t0 = time.perf_counter()
+        table = self.query_one("#runs", DataTable)
+        now = self.app.clock()
+        terms = self.query.lower().split()
+        self.rows = {r.key: r for r in rows}
+        visible = [r for r in rows if self._matches(r, terms)]
+        keys = [r.key for r in visible]
+        cells = {r.key: row_cells(r, now) for r in visible}
+        if keys != self._keys:
+            keep = self.app.select_next if self.app.select_next in cells else self.selected
+            table.clear()
+            for k in keys:
+                table.add_row(*(_cell(i, c) for i, c in enumerate(cells[k])), key=k)
+            self._keys = keys
+            if keep in cells:
+                table.move_cursor(row=keys.index(keep), animate=False)
+                if keep == self.app.select_next:
+                    self.app.select_next = None
+            elif not keys:
+                self.selected = None
+        else:
+            for k in keys:
+                old, new = self._cells.get(k), cells[k]
+                if old != new:
+                    for i, (a, b) in enumerate(zip(old or (), new)):
+                        if a != b:
+                            table.update_cell(k, COLUMNS[i][0], _cell(i, b))
+        self._cells = cells
+        self._escalate()
+        self.apply_ms = 1000 * (time.perf_counter() - t0)
+        n_run = sum(1 for r in rows if r.state == "running")
+        shown = f"{len(keys)} of {len(rows)}" if terms else f"{len(rows)}"
+        self.query_one("#runs-status", Static).update(
+            f" {shown} runs, {n_run} running   refresh: scan {self.app.scan_ms:.0f} ms + table {self.apply_ms:.0f} ms"
+            f"   root {Text(str(self.app.root)).markup}")
+        self._update_detail_line()
+        if self.selected:
+            self.refresh_detail()
+
+    def set_filter(self, text: str) -> None:
+        self.query_one("#runs-filter", Input).value = text
+
+    def watch_query(self) -> None:
+        if self.is_mounted:
+            self.show_runs(list(self.app.runs))
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query = event.value
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    def on_key(self, event) -> None:  # noqa: ANN001 - textual's Key event
+        box = self.query_one("#runs-filter", Input)
+        if box.has_focus and event.key in ("escape", "down"):
+            if event.key == "escape":
+                box.value = ""
+            self.query_one("#runs", DataTable).focus()
+            event.stop()
+
+    def action_filter(self) -> None:
+        self.query_one("#runs-filter", Input).focus()
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.selected = event.row_key.value
+
+    @on(DataTable.RowSelected, "#runs")
+    def _chosen(self) -> None:
+        self.action_analysis()
+
+    # ---- the selected run: detail line, log tail, charts ----
+    def watch_selected(self, key: str | None) -> None:
+        with self._detail_lock:
+            self._tail = self._metrics = None
+            self._records = []
+            if key is not None:
+                path = Path(key)
+                log = path / "log.txt"
+                launch_log = path.parent / f"{path.name}.launch.log"
+                self._tail = LogTail(log if log.exists() or not launch_log.exists() else launch_log)
+                self._metrics = JsonlReader(path / "metrics.jsonl")
+        self.query_one("#run-log", Log).clear()
+        for name in CURVES:
+            self._draw_chart(name, {})
+        self._update_detail_line()
+        if key is not None:
+            self.refresh_detail()
+
+    def _update_detail_line(self) -> None:
+        r = self.rows.get(self.selected or "")
+        w = self.query_one("#run-detail", Static)
+        if r is None:
+            w.update(" no run selected")
+            return
+        t = Text(" ")
+        t.append(f"{r.recipe}/{r.run_id}", style="bold")
+        t.append("  ")
+        t.append(r.state, style=STATE_STYLE.get(r.state, ""))
+        extra = [f"stage {r.stage}" if r.stage else "", f"pid {r.pid}" if r.pid and r.state == "running" else "",
+                 f"device {r.status.get('device')}" if r.status.get("device") else "", "smoke" if r.smoke else ""]
+        if r.key in self.stopping:
+            extra.append("stopping (SIGTERM sent)")
+        t.append("  " + "  ".join(e for e in extra if e), style="dim")
+        if r.error:
+            t.append(f"\n {r.error.splitlines()[0]}", style="red")
+        w.update(t)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def refresh_detail(self) -> None:
+        key = self.selected
+        with self._detail_lock:
+            tail, metrics = self._tail, self._metrics
+            if tail is None or metrics is None:
+                return
+            try:
+                lines = tail.read_new()
+                recs = metrics.read_new()
+                reset = metrics.reset
+            except OSError as e:
+                lines, recs, reset = [f"cannot read: {e}"], [], False
+            if not (lines or recs or reset):
+                return
+            if reset:
+                self._records = []
+            self._records.extend(recs)
+            data = curves(self._records) if (recs or reset) else None
+        self.app.call_from_thread(self._detail_read, key, lines, data)
+
+    def _detail_read(self, key: str | None, lines: list[str], data: dict | None) -> None:
+        if key != self.selected:
+            return
+        if lines:
+            self.query_one("#run-log", Log).write_lines(lines)
+        if data is not None:
+            for name in CURVES:
+                self._draw_chart(name, data[name])
+
+    def _draw_chart(self, name: str, series: dict) -> None:
+        w = self.query_one(f"#{CHART_IDS[name]}", PlotextPlot)
+        plt = w.plt
+        plt.clear_figure()
+        plt.title(name if series else f"{name}: no data yet")
+        for key, (xs, ys) in series.items():
+            plt.plot(xs, ys, label=key, marker="braille", color=SERIES_COLORS.get(key, "white"))
+        if name == "learning rate" and series:
+            plt.yticks([min(min(ys) for _, ys in series.values()), max(max(ys) for _, ys in series.values())])
+        plt.xlabel("epoch")
+        w.refresh()
+
+    # ---- keys ----
+    def _row(self) -> RunRow | None:
+        r = self.rows.get(self.selected or "")
+        if r is None:
+            self.notify("no run selected", severity="warning")
+        return r
+
+    def action_analysis(self) -> None:
+        from repro.tui.analysis import AnalysisScreen
+
+        r = self._row()
+        if r is not None:
+            self.app.push_screen(AnalysisScreen(r.path, f"{r.recipe}/{r.run_id}"))
+
+    def _pid(self, r: RunRow) -> int | None:
+        if r.state != "running":
+            self.notify(f"{r.run_id} is not running ({r.state})", severity="warning")
+            return None
+        pid = procs.lock_pid(r.path) or r.pid
+        if pid is None:
+            self.notify("the run's process id is unknown", severity="error")
+        return pid
+
+    def action_stop(self) -> None:
+        """SIGTERM to the run's process group; SIGKILL after the grace period (or on a second press)."""
+        r = self._row()
+        if r is None:
+            return
+        if r.key in self.stopping:
+            self.action_kill()
+            return
+        pid = self._pid(r)
+        if pid is None:
+            return
+        try:
+            msg = procs.signal_run(pid, signal.SIGTERM)
+        except OSError as e:
+            self.notify(f"cannot stop pid {pid}: {e}", severity="error")
+            return
+        self.stopping[r.key] = (pid, time.monotonic() + self.app.stop_grace)
+        self.notify(f"{msg}; SIGKILL in {self.app.stop_grace:g} s unless it exits (x again: now)",
+                    title=f"stopping {r.run_id}")
+        self._update_detail_line()
+
+    def action_kill(self) -> None:
+        r = self._row()
+        if r is None:
+            return
+        pid = self.stopping.pop(r.key, (None, 0.0))[0] or self._pid(r)
+        if pid is None:
+            return
+        try:
+            msg = procs.signal_run(pid, signal.SIGKILL)
+        except OSError as e:
+            self.notify(f"cannot kill pid {pid}: {e}", severity="error")
+            return
+        self.notify(msg, title=f"killed {r.run_id}")
+        self.app.scan()
+
+    def _escalate(self) -> None:
+        """Stopped runs that still hold their lock after the grace period get SIGKILL."""
+        for key, (pid, deadline) in list(self.stopping.items()):
+            r = self.rows.get(key)
+            if r is None or r.state != "running" or not procs.alive(pid):
+                del self.stopping[key]
+            elif time.monotonic() >= deadline:
+                del self.stopping[key]
+                try:
+                    msg = procs.signal_run(pid, signal.SIGKILL)
+                except OSError as e:
+                    msg = f"SIGKILL failed: {e}"
+                self.notify(f"{r.run_id} ignored SIGTERM for {self.app.stop_grace:g} s: {msg}", severity="warning")
+
+    def action_resume(self) -> None:
+        r = self._row()
+        if r is None:
+            return
+        if r.state in ("running", "done"):
+            self.notify(f"{r.run_id} is {r.state}: nothing to resume", severity="warning")
+            return
+        if not (r.path / "recipe.toml").is_file():
+            self.notify(f"{r.run_id} has no recipe.toml: it cannot be resumed", severity="error")
+            return
+        self._resume(r)
+
+    @work(thread=True, group="launch", exit_on_error=False)
+    def _resume(self, r: RunRow) -> None:
+        try:
+            la = procs.resume(self.app.root, r.path, r.status)
+        except Exception as e:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"{type(e).__name__}: {e}", title="cannot resume",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self.app.launched_run, la)
