@@ -384,6 +384,65 @@ def sparsity(arch: str, init: str, density: float, num_classes: int, width: floa
 
 
 @cli.command()
+@click.argument("recipes", nargs=-1)
+@click.option("--smoke", is_flag=True, help="The tiny profile (a check of the whole pipeline).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--nproc", type=click.IntRange(min=1), default=1)
+@click.option("--report", "report_path", default="REPORT.md", show_default=True, help="Where to write the report.")
+@_root_option
+def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, report_path: str,
+              root: str | None) -> None:
+    """Every recipe (or those named) in order: skip finished runs, resume interrupted ones, start the rest;
+    then write REPORT.md and each run's figures."""
+    from engine.runlog import NullProgress
+    from repro.launch import execute
+    from repro.progress import RichProgress
+    from repro.report import report_markdown, report_rows
+    from repro.rundir import latest_done, latest_unfinished
+
+    base = run_root(root)
+    names = list(recipes) or recipe_names()
+    done_dirs, failed = [], 0
+    for name in names:
+        for res in load(name, smoke=smoke):
+            label = res.recipe.name + (f" [{res.tag}]" if res.tag else "")
+            done = None if smoke else latest_done(base, res.recipe.name, res.tag)
+            if done is not None:
+                click.echo(f"{label}: done already ({done})")
+                done_dirs.append(done)
+                continue
+            unfinished = latest_unfinished(base, res.recipe.name, res.tag, smoke=smoke)
+            progress = RichProgress() if sys.stderr.isatty() else NullProgress()
+            outcome = execute(res, root=base, out=str(unfinished) if unfinished else None,
+                              resume=unfinished is not None, device=device, smoke=smoke, progress=progress, nproc=nproc)
+            click.echo(f"{label}: {outcome.state} ({outcome.run_dir})")
+            failed += outcome.state != "done"
+            if outcome.state == "done":
+                done_dirs.append(outcome.run_dir)
+    for run_dir in done_dirs:
+        _figures(run_dir)
+    rows = report_rows([read_run(d) for d in done_dirs])
+    Path(report_path).write_text(report_markdown(rows))
+    click.echo(f"report: {report_path} ({len(rows)} rows)")
+    if failed:
+        sys.exit(1)
+
+
+def _figures(run_dir: Path) -> None:
+    """Every analysis of a run that has a figure, as <run>/figures/<mode>.png."""
+    from engine.store import groups
+    from repro.plots import PLOTS
+    from repro.plots import plot as draw
+
+    for mode in groups(run_dir / "analysis.h5"):
+        if mode in PLOTS:
+            try:
+                draw(run_dir, mode, run_dir / "figures" / f"{mode}.png")
+            except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn must not stop the report
+                click.echo(f"{run_dir}: no figure for {mode} ({e})", err=True)
+
+
+@cli.command()
 @_root_option
 def tui(root: str | None) -> None:
     """The terminal app: recipes, live runs, analyses."""

@@ -67,8 +67,9 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
             write_text(run_dir / "recipe.toml", to_toml(recipe))
         log = RunLog(run_dir, progress or NullProgress())
         started = log._status.get("started") if continuing else None
+        gpu = torch.cuda.get_device_name(0) if device != "cpu" and torch.cuda.is_available() else "none"
         log.status(state="running", recipe=recipe.name, tag=res.tag, smoke=smoke or log._status.get("smoke", False),
-                   started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc)
+                   started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu)
         if nproc > 1:
             return _torchrun(run_dir, log, nproc, device, continuing)
         return run_and_record(recipe, run_dir, log, device, continuing)

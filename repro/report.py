@@ -40,6 +40,37 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def wall_time(status: dict[str, Any]) -> float | None:
+    """Seconds from started to finished (or to the last update), from status.json's timestamps."""
+    import datetime as dt
+
+    try:
+        start = dt.datetime.fromisoformat(status["started"])
+        end = dt.datetime.fromisoformat(status.get("finished") or status["updated"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def report_markdown(rows: list[dict[str, Any]]) -> str:
+    """REPORT.md: one row per run and expected metric — paper number, ours, difference, wall time, GPU."""
+    lines = ["# Reproduced numbers", "",
+             "| recipe | run | state | metric | paper | ours | difference | within tolerance | train FLOPs (x dense) "
+             "| wall time | GPU | source |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v: Any, fmt: str = ".2f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for r in rows:
+        wt = r.get("wall_time")
+        wt_s = "-" if wt is None else (f"{wt / 3600:.1f} h" if wt >= 3600 else f"{wt / 60:.1f} min")
+        ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
+        lines.append(f"| {r['recipe']} | {r['run_id']} | {r['state']} | {r['metric']} | {f(r['paper'])} | "
+                     f"{f(r['reproduced'])} | {f(r['delta'], '+.2f')} | {ok} | {f(r['train_flops_vs_dense'], '.3f')} "
+                     f"| {wt_s} | {r.get('gpu') or '-'} | {r['source']} |")
+    return "\n".join(lines) + "\n"
+
+
 def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
     """One row per (run, expected metric); a run without `[expect]` gives one row with its main metric."""
     rows = []
@@ -54,7 +85,8 @@ def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
         base = {"recipe": info.recipe, "run_id": info.run_id, "state": info.state,
                 "smoke": bool(info.status.get("smoke")), "source": exp.source,
                 "train_flops": summary.get("train_flops"), "train_flops_vs_dense": summary.get("train_flops_vs_dense"),
-                "params": summary.get("params.params"), "params_nonzero": summary.get("params.nonzero")}
+                "params": summary.get("params.params"), "params_nonzero": summary.get("params.nonzero"),
+                "wall_time": wall_time(info.status), "gpu": info.status.get("gpu")}
         if not exp.metrics:
             main = "ensemble_acc" if "ensemble_acc" in got else "test_acc"
             rows.append({**base, "metric": main, "paper": None, "reproduced": got.get(main), "delta": None,

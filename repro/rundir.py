@@ -148,13 +148,29 @@ def list_runs(root: Path) -> list[RunInfo]:
     return runs
 
 
-def latest_unfinished(root: Path, recipe: str, tag: str = "") -> Path | None:
-    """The newest run of a recipe (with this sweep tag) that did not finish: what a bare --resume continues."""
+def latest_done(root: Path, recipe: str, tag: str = "") -> Path | None:
+    """The newest finished full-size run of a recipe with this sweep tag (what `repro reproduce` skips)."""
     parent = root / recipe
     if not parent.is_dir():
         return None
     for run in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
         info = read_run(run)
-        if info.state != "done" and info.status.get("tag", "") == tag and (run / "recipe.toml").exists():
+        if info.state == "done" and info.status.get("tag", "") == tag and not info.status.get("smoke"):
+            return run
+    return None
+
+
+def latest_unfinished(root: Path, recipe: str, tag: str = "", smoke: bool | None = None) -> Path | None:
+    """The newest run of a recipe (with this sweep tag) that did not finish and is not running now: what a bare
+    --resume continues (smoke=True/False restricts it to smoke or full-size runs)."""
+    parent = root / recipe
+    if not parent.is_dir():
+        return None
+    for run in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        info = read_run(run)
+        if smoke is not None and bool(info.status.get("smoke")) != smoke:
+            continue
+        if info.state not in ("done", "running") and info.status.get("tag", "") == tag and (
+                run / "recipe.toml").exists():
             return run
     return None

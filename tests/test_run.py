@@ -213,3 +213,22 @@ def test_cli_run_report_plot_runs(tmp_path: Path) -> None:
     assert res.stderr.strip() == "error: unknown analysis mode 'predcit'; did you mean 'predict'?"
     res = subprocess.run([*REPRO, "analyze", str(run_dir), "--mode", "predict"], capture_output=True, text=True)
     assert res.returncode == 0 and json.loads(res.stdout)["members"] == 1
+
+
+def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(tmp_path: Path) -> None:
+    rec = recipe_file(tmp_path)
+    root, report = tmp_path / "root", tmp_path / "REPORT.md"
+    cmd = [*REPRO, "reproduce", str(rec), "--device", "cpu", "--root", str(root), "--report", str(report)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    (run,) = list((root / "tiny").iterdir())
+    assert (run / "figures" / "predict.png").exists()
+    assert "| tiny | " in report.read_text() and "| done | ensemble_acc |" in report.read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert f"done already ({run})" in again.stdout and len(list((root / "tiny").iterdir())) == 1
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "failed"}))  # as an interrupted run leaves it
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and f"tiny: done ({run})" in third.stdout
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    assert len(list((root / "tiny").iterdir())) == 1

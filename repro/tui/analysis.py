@@ -99,13 +99,13 @@ def view_calibration(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widg
     centers = (edges[:-1] + edges[1:]) / 2
 
     def draw(plt: Any) -> None:
-        plt.bar(centers[filled].tolist(), acc[filled].tolist(), width=0.6 / max(len(centers), 1) * len(centers) / 10,
-                color="blue", label="bin accuracy")
+        plt.bar(centers[filled].tolist(), acc[filled].tolist(), width=0.8, color="blue", label="bin accuracy")
         plt.plot([0.0, 1.0], [0.0, 1.0], color="white", label="perfect calibration")
         plt.scatter(centers[filled].tolist(), conf[filled].tolist(), color="red", marker="x",
                     label="bin confidence")
         plt.xlim(0, 1)
         plt.ylim(0, 1)
+        plt.xticks([i / 5 for i in range(6)], [f"{i / 5:.1f}" for i in range(6)])
         plt.xlabel("confidence")
         plt.title(f"reliability of the ensemble, ECE {ece[-1]:.4f}")
 
@@ -152,7 +152,8 @@ def view_curve(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     err = np.asarray(g.get("test_error", []), dtype=float).reshape(-1)
     note = f"{len(t)} points along the curve"
     if err.size:
-        note += f"; test error at the ends {err[0]:.2f} / {err[-1]:.2f}, max {err.max():.2f} at t = {t[err.argmax()]:.2f}"
+        note += (f"; test error at the ends {err[0]:.2f} / {err[-1]:.2f}, "
+                 f"max {err.max():.2f} at t = {t[err.argmax()]:.2f}")
     return [Static(note, classes="note"),
             Chart(lines(("train_loss", "test_loss", "test_nll"), "loss along t"), classes="chart-half"),
             Chart(lines(("train_error", "test_error"), "error (%) along t"), classes="chart-half")]
@@ -332,13 +333,14 @@ class AnalysisScreen(Screen):
         if not names:
             await body.mount(message("analysis.h5 holds no groups yet", "yellow"))
             return
-        panes = []
+        tabs = TabbedContent(id="an-tabs")
         for n in names:
-            panes.append(TabPane(TITLES.get(n, n), VerticalScroll(*build_view(n, data[n], data)), id=f"tab-{n}"))
-        await body.mount(TabbedContent(*panes, id="an-tabs"))
-        self.query_one(f"#an-title", Static).update(Text.assemble(
-            (f" {self.label}", "bold"), f"   analysis.h5: {', '.join(names)}   ",
-            ("n/p: next/previous   e: export figure", "dim")))
+            tabs.compose_add_child(TabPane(TITLES.get(n, n), VerticalScroll(*build_view(n, data[n], data)),
+                                           id=f"tab-{n}"))
+        await body.mount(tabs)
+        self.query_one("#an-title", Static).update(Text.assemble(
+            (f" {self.label}", "bold"), f"   analysis.h5: {len(names)} groups   ",
+            ("n/p next/previous tab   e export the figure", "dim")))
 
     @property
     def active(self) -> str | None:

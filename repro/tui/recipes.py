@@ -85,7 +85,7 @@ class RecipesScreen(Screen):
         Binding("t", "toggle_preview", "Preview smoke/full"),
     ]
 
-    query = reactive("")
+    search_text = reactive("")
     device = reactive("auto")
     smoke_preview = reactive(False)
     current: reactive[str | None] = reactive(None)
@@ -123,7 +123,7 @@ class RecipesScreen(Screen):
 
     # ---- table ----
     def _visible(self) -> list[str]:
-        terms = self.query.lower().split()
+        terms = self.search_text.lower().split()
         return [n for n, i in self.infos.items() if all(t in i.haystack() for t in terms)]
 
     def _cells(self, name: str) -> tuple:
@@ -150,7 +150,7 @@ class RecipesScreen(Screen):
             return
         table = self.query_one("#recipes", DataTable)
         for c, v in zip(COLUMNS, self._cells(name)):
-            table.update_cell(name, c, v)
+            table.update_cell(name, c, v, update_width=True)
 
     @work(thread=True, group="recipe-infos", exit_on_error=False)
     def load_infos(self) -> None:
@@ -161,7 +161,7 @@ class RecipesScreen(Screen):
 
     def _info_loaded(self, info: RecipeInfo) -> None:
         self.infos[info.name] = info
-        terms = self.query.lower().split()
+        terms = self.search_text.lower().split()
         if terms and (info.name in self._shown) != all(t in info.haystack() for t in terms):
             self._fill()
         else:
@@ -189,7 +189,7 @@ class RecipesScreen(Screen):
         self._update_preview()
         self._update_bar()
 
-    def watch_query(self) -> None:
+    def watch_search_text(self) -> None:
         if self.is_mounted:
             self._fill()
 
@@ -237,8 +237,6 @@ class RecipesScreen(Screen):
             t.append(f"{i.expect}\n")
         if i.runs > 1:
             t.append(f"a sweep: {i.runs} runs\n", style="yellow")
-        if i.error:
-            t.append(f"{i.error}\n", style="bold red")
         about.update(t)
         self.query_one("#recipe-toml", Static).update(Text("resolving ...", style="dim"))
         self.resolve(name, self.sets, self.smoke_preview)
@@ -270,7 +268,7 @@ class RecipesScreen(Screen):
 
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:
-        self.query = event.value
+        self.search_text = event.value
 
     @on(Input.Submitted, "#search")
     def _search_done(self) -> None:

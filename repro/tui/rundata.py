@@ -224,7 +224,15 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
-def progress_bar(p: float, width: int = 10) -> str:
+def squeeze(text: str, width: int) -> str:
+    """Shorten from the middle: 'freetickets_individual_wrn28x10_cifar10' -> 'freetickets_i…10_cifar10'."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) * 3 // 5
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def progress_bar(p: float, width: int = 6) -> str:
     p = min(max(p, 0.0), 1.0)
     full = int(p * width)
     return "█" * full + "░" * (width - full) + f" {100 * p:3.0f}%"
@@ -233,7 +241,7 @@ def progress_bar(p: float, width: int = 10) -> str:
 def row_cells(r: RunRow, now: float) -> tuple[str, ...]:
     """The text of a row's cells (recipe, run, state, stage, epoch, progress, best, elapsed, ETA, note)."""
     epoch = f"{r.epoch}/{r.epochs}" if r.epoch is not None and r.epochs else ("" if r.epoch is None else str(r.epoch))
-    return (r.recipe, r.run_id, r.state, r.stage, epoch, progress_bar(r.progress),
+    return (squeeze(r.recipe, 20), r.run_id, r.state, r.stage, epoch, progress_bar(r.progress),
             "-" if r.best is None else f"{r.best:.2f}", fmt_duration(r.elapsed(now)), fmt_duration(r.eta(now)),
             r.error.splitlines()[0][:200] if r.error else "")
 

@@ -22,8 +22,8 @@ from repro.tui import procs
 from repro.tui.recipes import STATE_STYLE
 from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, row_cells
 
-COLUMNS = (("recipe", 30), ("run", 24), ("state", 10), ("stage", 12), ("epoch", 7), ("progress", 15),
-           ("best", 6), ("elapsed", 7), ("ETA", 6), ("note", 60))
+COLUMNS = (("recipe", 20), ("run", 21), ("state", 10), ("stage", 12), ("epoch", 5), ("progress", 11),
+           ("best", 6), ("elapsed", 7), ("ETA", 6), ("note", 80))
 CHART_IDS = {name: "chart-" + name.replace(" ", "-") for name in CURVES}
 SERIES_COLORS = {"train_loss": "blue", "test_loss": "red", "val_loss": "orange", "train_acc": "blue",
                  "test_acc": "red", "val_acc": "orange", "lr": "green", "density": "magenta"}
@@ -48,7 +48,7 @@ class RunsScreen(Screen):
         Binding("r", "resume", "Resume"),
     ]
 
-    query = reactive("")
+    search_text = reactive("")
     selected: reactive[str | None] = reactive(None)
 
     def __init__(self) -> None:
@@ -71,7 +71,7 @@ class RunsScreen(Screen):
         with Horizontal(id="run-bottom"):
             yield Log(id="run-log", max_lines=2000, auto_scroll=True)
             with Grid(id="run-charts"):
-                for name, cid in CHART_IDS.items():
+                for cid in CHART_IDS.values():
                     yield PlotextPlot(id=cid, classes="chart")
         yield Static(id="runs-status")
         yield Footer()
@@ -97,7 +97,7 @@ class RunsScreen(Screen):
         t0 = time.perf_counter()
         table = self.query_one("#runs", DataTable)
         now = self.app.clock()
-        terms = self.query.lower().split()
+        terms = self.search_text.lower().split()
         self.rows = {r.key: r for r in rows}
         visible = [r for r in rows if self._matches(r, terms)]
         keys = [r.key for r in visible]
@@ -136,13 +136,13 @@ class RunsScreen(Screen):
     def set_filter(self, text: str) -> None:
         self.query_one("#runs-filter", Input).value = text
 
-    def watch_query(self) -> None:
+    def watch_search_text(self) -> None:
         if self.is_mounted:
             self.show_runs(list(self.app.runs))
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.query = event.value
+        self.search_text = event.value
 
     @on(Input.Submitted, "#runs-filter")
     def _filter_done(self) -> None:

@@ -37,7 +37,8 @@ def heatmap_text(matrix: Any, labels: Sequence[str], fmt: str = ".3f", max_label
     lo = 0.0 if finite.size == 0 else min(0.0, float(finite.min()))
     hi = max(float(finite.max()) if finite.size else 0.0, lo + 1e-12)
     show_values = k_cols <= 16
-    cw = max(len(format(hi, fmt)), len(format(lo, fmt)), 3) + 2 if show_values else 2
+    label_w = min(max(len(s) for s in labels), max_label)
+    cw = max(len(format(hi, fmt)), len(format(lo, fmt)), label_w) + 2 if show_values else 2
     lw = max(len(s) for s in labels) + 1
     t = Text()
     t.append(" " * lw)

@@ -1,0 +1,420 @@
+"""Early-Bird tickets (You et al., ICLR 2020): search, real channel pruning, retraining (main.py, vggprune.py /
+resprune.py, main_c.py / main_scratch.py, and their low-precision *_lp.py versions).
+
+    eb_search:   train with  grad(gamma) += s * sign(gamma)  on every BatchNorm2d (network slimming, -sr)
+                 after k epochs (k = 0 at initialisation): mask_p <- |gamma| > global threshold at ratio p
+                 EB(p) <- the last W masks all lie within `threshold` of the newest  ->  save <stage>/eb-<100p>.pt
+                 (optionally stop once every ratio has its ticket)
+    eb_prune:    load the search's ticket, build the smaller network of the kept channels, copy the surviving
+                 weights; the stage's one epoch changes nothing (it only measures the pruned network)
+    eb_retrain:  train the pruned network: "inherit" the EB weights (EB Train, fine-tuning) or "reinit" them
+                 (EB Train re-init); `start_epoch` runs the schedule from that absolute epoch (main_c.py's
+                 --start-epoch); sparsity regularisation kept, as the scripts keep -sr
+
+Low precision (EB Train LL): any of wl_weight / wl_activate / wl_grad / wl_error / wl_momentum > 0 trains with
+8-bit block floating point through engine.lowprec (qtorch's arithmetic, written with hooks); swa = true averages
+the weights from epoch `swa_start` on (SWALP) and reports `swa_acc` each epoch, saving <stage>/swa.pt.
+
+The prune stage records cfg, parameters and FLOPs before and after in its method state (final.pt) and its
+metrics; the retrain stage's model is built from that cfg automatically (`init_from` = the prune stage).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from engine.bn import update_bn
+from engine.config import Strict
+from engine.earlybird import EarlyBird, bn_layers, bn_scales, channel_mask, model_cost, prune_channels, ratio_tag
+from engine.evaluate import evaluate
+from engine.io import load_checkpoint, save_checkpoint
+from engine.lowprec import LowPrecision
+from engine.methods.base import Method
+from engine.models import create_model
+from engine.schedules import lr_at
+
+__all__ = ["EBPrune", "EBRetrain", "EBSearch"]
+
+
+class QuantParams(Strict):
+    """Word lengths of the simulated block floating point (0 = full precision) and the rounding."""
+
+    wl_weight: int = Field(0, ge=0, le=24)
+    wl_activate: int = Field(0, ge=0, le=24)
+    wl_grad: int = Field(0, ge=0, le=24)
+    wl_error: int = Field(0, ge=0, le=24)
+    wl_momentum: int = Field(0, ge=0, le=24)
+    rounding: Literal["stochastic", "nearest"] = "stochastic"
+
+    @property
+    def low_precision(self) -> bool:
+        return any(w > 0 for w in (self.wl_weight, self.wl_activate, self.wl_grad, self.wl_error, self.wl_momentum))
+
+
+class TrainParams(QuantParams):
+    """Sparsity regularisation (-sr, --s) and SWALP averaging (--swa, --swa_start)."""
+
+    sr: bool = True
+    s: float = Field(1e-4, ge=0, le=1)
+    swa: bool = False
+    swa_start: int = Field(140, ge=0)
+
+
+class _EBBase(Method):
+    """Shared hooks: low-precision attachment, the L1 subgradient on BN scales, SWA."""
+
+    class Params(TrainParams):
+        pass
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        p = self.params
+        self.lowprec: LowPrecision | None = None
+        if p.low_precision:
+            self.lowprec = LowPrecision(model, wl_weight=p.wl_weight, wl_activate=p.wl_activate,
+                                        wl_grad=p.wl_grad, wl_error=p.wl_error, wl_momentum=p.wl_momentum,
+                                        rounding=p.rounding)
+        return model
+
+    def setup(self) -> None:
+        self.gammas = [bn.weight for bn in bn_layers(self.model)]
+        self.swa_state: dict[str, torch.Tensor] = {}
+        self.swa_n = 0
+
+    # ---- the step ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def before_step(self) -> None:
+        p = self.params
+        if getattr(p, "sr", False) and p.s > 0:
+            ws = [w for w in self.gammas if w.grad is not None]
+            if ws:
+                torch._foreach_add_([w.grad for w in ws], torch._foreach_sign(ws), alpha=p.s)
+        if self.lowprec is not None:
+            self.lowprec.quantize_grads(self._opt_params())
+
+    def after_step(self) -> None:
+        if self.lowprec is not None:
+            self.lowprec.quantize_weights(self._opt_params())
+            self.lowprec.quantize_momentum(self.trainer.optimizer)
+
+    def _opt_params(self) -> list[torch.Tensor]:
+        return [q for g in self.trainer.optimizer.param_groups for q in g["params"]]
+
+    # ---- SWA (SWALP) ---------------------------------------------------------------------------------
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        if getattr(self.params, "swa", False) and epoch >= self.params.swa_start:
+            self._swa_update(epoch, record)
+
+    @torch.no_grad()
+    def _swa_update(self, epoch: int, record: dict[str, Any]) -> None:
+        """Running mean of the weights (1/(n+1)), then a full-precision copy with re-estimated BN statistics
+        is scored on the evaluation split and saved as <stage>/swa.pt."""
+        t = self.trainer
+        named = dict(self.model.named_parameters())
+        if self.swa_n == 0:
+            self.swa_state = {n: q.detach().float().clone() for n, q in named.items()}
+        else:
+            for n, q in named.items():
+                self.swa_state[n].add_((q.detach().float() - self.swa_state[n]) / (self.swa_n + 1))
+        self.swa_n += 1
+        swa_model = self._build(t.model_kwargs).to(t.device)
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        state.update({n: v.to(state[n].dtype) for n, v in self.swa_state.items()})
+        swa_model.load_state_dict(state)
+        update_bn(swa_model, t.train_loader)
+        swa_model.eval()
+        ev = evaluate(swa_model, t.eval_loader, t.amp)
+        split = t.ctx.data.eval_name
+        record.update({f"swa_{split}_loss": ev["loss"], f"swa_{split}_acc": ev["acc"], "swa_n": self.swa_n})
+        save_checkpoint(t.stage_dir / "swa.pt", {"model": swa_model.state_dict(), "epoch": epoch + 1,
+                                                 "swa_n": self.swa_n, "model_kwargs": t.model_kwargs})
+
+    # ---- helpers -------------------------------------------------------------------------------------
+    def _build(self, model_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+        t = self.trainer
+        m = t.ctx.recipe.model
+        return create_model(m.arch, t.ctx.data.num_classes, m.width, **(model_kwargs or {}))
+
+    def _input_shape(self) -> tuple[int, ...]:
+        return tuple(self.trainer.ctx.data.train.x.shape[1:])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"swa": dict(self.swa_state), "swa_n": self.swa_n}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.swa_state = {k: v.to(self.trainer.device) for k, v in state.get("swa", {}).items()}
+        self.swa_n = int(state.get("swa_n", 0))
+
+
+# -------------------------------------------------------------------------------------------------------------
+# search
+# -------------------------------------------------------------------------------------------------------------
+
+
+def _check_ratios(v: list[float]) -> list[float]:
+    if not v:
+        raise ValueError("give at least one pruning ratio")
+    bad = [r for r in v if not 0 < r < 1]
+    if bad:
+        raise ValueError(f"pruning ratios must lie in (0, 1), got {bad[0]}")
+    if len({ratio_tag(r) for r in v}) != len(v):
+        raise ValueError("pruning ratios must be distinct")
+    return v
+
+
+class EBSearch(_EBBase):
+    """main.py / main_lp.py: sparsity-regularised training with one EB detector per pruning ratio."""
+
+    class Params(TrainParams):
+        ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7])
+        window: int = Field(5, ge=2, le=100)  # epoch_keep: masks in the FIFO
+        threshold: float = Field(0.1, ge=0, le=1)
+        stop_when_found: bool = False  # end the stage once every ratio has its ticket (needs the trainer's stop hook)
+
+        @field_validator("ratios")
+        @classmethod
+        def _ratios(cls, v: list[float]) -> list[float]:
+            return _check_ratios(v)
+
+    def setup(self) -> None:
+        super().setup()
+        p = self.params
+        self.detectors = [EarlyBird(r, p.window, p.threshold) for r in p.ratios]
+        self.scales: list[torch.Tensor] = []  # |gamma| after k epochs, k = 0, 1, ...
+        self.found: dict[str, int] = {}  # ratio tag -> epochs trained when the ticket was drawn
+        self.stop = False
+
+    def start_epoch(self, epoch: int) -> None:
+        if epoch == 0 and not self.scales:
+            self.observe(0, None)  # the mask at initialisation (all gammas 0.5: empty), as the original's first
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        super().end_epoch(epoch, record)
+        self.observe(epoch + 1, record)
+
+    def observe(self, epoch: int, record: dict[str, Any] | None) -> None:
+        """Masks after `epoch` training epochs: feed every detector, save the tickets that appear."""
+        scales = bn_scales(self.model)
+        self.scales.append(scales)
+        t = self.trainer
+        for det in self.detectors:
+            det.observe(channel_mask(scales, det.ratio))
+            tag = ratio_tag(det.ratio)
+            if record is not None and not math.isnan(det.trace[-1]):
+                record[f"eb_distance_{tag}"] = det.trace[-1]
+            if det.found is not None and tag not in self.found:
+                self.found[tag] = epoch
+                save_checkpoint(t.stage_dir / f"eb-{tag}.pt", {
+                    "model": self.model.state_dict(), "epoch": epoch, "ratio": det.ratio,
+                    "model_kwargs": t.model_kwargs, "scales": scales})
+                if record is not None:
+                    record[f"eb_epoch_{tag}"] = epoch
+                t.ctx.log.log(f"{t.cfg.name}: early-bird ticket at p={det.ratio:g} after {epoch} epochs "
+                              f"(largest distance in the window {det.trace[-1]:.4f} <= {det.threshold:g})")
+        if self.params.stop_when_found and len(self.found) == len(self.detectors) and not self.stop:
+            self.stop = True
+            t.ctx.log.log(f"{t.cfg.name}: every ratio has its early-bird ticket; stopping the search")
+
+    def stop_requested(self) -> bool:
+        """True once every ratio has its ticket and `stop_when_found` is set (read by the trainer's loop)."""
+        return self.stop
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "earlybird": {
+                    "ratios": [float(d.ratio) for d in self.detectors],
+                    "window": self.params.window, "threshold": self.params.threshold,
+                    "scales": torch.stack(self.scales) if self.scales else torch.zeros(0),
+                    "detectors": [d.state_dict() for d in self.detectors],
+                    "found": dict(self.found), "stop": self.stop}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        eb = state["earlybird"]
+        self.scales = list(eb["scales"].unbind(0)) if eb["scales"].numel() else []
+        for d, s in zip(self.detectors, eb["detectors"]):
+            d.load_state_dict(s)
+        self.found = {str(k): int(v) for k, v in eb["found"].items()}
+        self.stop = bool(eb["stop"])
+
+
+# -------------------------------------------------------------------------------------------------------------
+# prune
+# -------------------------------------------------------------------------------------------------------------
+
+
+class EBPrune(_EBBase):
+    """vggprune.py / resprune.py: the EB ticket made physically smaller. Its epoch measures, never trains."""
+
+    class Params(QuantParams):
+        ratio: float = Field(0.3, gt=0, lt=1)  # --percent
+        source: str = Field("search", pattern=r"^[A-Za-z0-9_\-]+$")  # the eb_search stage
+        ticket: Literal["eb", "final"] | int = "eb"  # the EB checkpoint, the search's final weights, or epoch E
+        ticket_ratio: float = Field(0.0, ge=0, lt=1)  # whose EB ticket (0: `ratio`'s own)
+        min_channels: int = Field(1, ge=1)
+        missing: Literal["error", "final"] = "error"  # no EB ticket at that ratio: fail, or prune the final weights
+
+        @field_validator("ticket")
+        @classmethod
+        def _ticket(cls, v: Any) -> Any:
+            if isinstance(v, int) and v < 0:
+                raise ValueError("ticket epoch must be >= 0")
+            return v
+
+    @classmethod
+    def check(cls, stage: Any) -> list[tuple[str, str]]:
+        if stage.epochs != 1:
+            return [("epochs", "eb_prune changes no weights (its epoch only measures the pruned network): "
+                               "set epochs = 1")]
+        return []
+
+    def _ticket_file(self) -> tuple[Any, str]:
+        p, t = self.params, self.trainer
+        src = t.ctx.run_dir / p.source
+        if not src.is_dir():
+            raise FileNotFoundError(f"eb_prune: no stage directory '{p.source}' in {t.ctx.run_dir} "
+                                    f"(params.source must name the eb_search stage)")
+        if p.ticket == "final":
+            return src / "final.pt", "final weights"
+        if isinstance(p.ticket, int):
+            path = src / f"checkpoint-{p.ticket}.pt"
+            if not path.exists() and (src / "final.pt").exists():
+                if int(load_checkpoint(src / "final.pt").get("epoch", -1)) == p.ticket:
+                    path = src / "final.pt"
+            if not path.exists():
+                raise FileNotFoundError(f"eb_prune: stage '{p.source}' saved no checkpoint at epoch {p.ticket} "
+                                        f"(set its save_every)")
+            return path, f"epoch {p.ticket}"
+        tag = ratio_tag(p.ticket_ratio or p.ratio)
+        path = src / f"eb-{tag}.pt"
+        if path.exists():
+            return path, f"EB ticket p={tag}%"
+        if p.missing == "final":
+            t.ctx.log.log(f"{t.cfg.name}: no early-bird ticket at p={tag}% in '{p.source}'; pruning its final weights")
+            return src / "final.pt", "final weights (no EB ticket)"
+        raise FileNotFoundError(f"eb_prune: stage '{p.source}' drew no early-bird ticket at p={tag}% "
+                                f"(train longer, raise params.threshold, or set params.missing = \"final\")")
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        p, t = self.params, self.trainer
+        path, what = self._ticket_file()
+        state = load_checkpoint(path)
+        src = self._build(state.get("model_kwargs") or {})
+        src.load_state_dict(state["model"])
+        src.eval()
+        shape = self._input_shape()
+        before = model_cost(src, shape)
+        res = prune_channels(src, p.ratio, self._build_cfg, p.min_channels)
+        after = model_cost(res.model, shape)
+        t.model_kwargs = {"cfg": list(res.cfg)}
+        self.info = {
+            "ratio": p.ratio, "ticket": what, "ticket_epoch": int(state.get("epoch", -1)), "cfg": list(res.cfg),
+            "threshold": res.threshold, "channels_kept": res.kept, "channels_total": res.total,
+            "params_before": before["params"], "params_after": after["params"],
+            "flops_before": before["flops"], "flops_after": after["flops"],
+        }
+        t.ctx.log.log(
+            f"{t.cfg.name}: pruned {what} (after {self.info['ticket_epoch']} epochs) at p={p.ratio:g}: "
+            f"channels {res.kept}/{res.total}, params {before['params']} -> {after['params']} "
+            f"({after['params'] / before['params']:.3f}), FLOPs {before['flops']} -> {after['flops']} "
+            f"({after['flops'] / before['flops']:.3f}); cfg {res.cfg}")
+        res.model.train()
+        return super().prepare_model(res.model)
+
+    def _build_cfg(self, cfg: list[int | str]) -> torch.nn.Module:
+        return self._build({"cfg": cfg})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation-mode logits with no graph: the loss's gradient stops at them, so the optimizer finds no
+        gradient on any weight and the step changes nothing (BN statistics untouched too)."""
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            out = self.trainer.forward_model(x)
+        self.model.train(was)
+        return out.detach().requires_grad_()
+
+    def before_step(self) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        record.update({k: v for k, v in self.info.items() if isinstance(v, (int, float))})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prune": dict(self.info)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # the pruning is rebuilt by prepare_model; its info is the same
+
+
+# -------------------------------------------------------------------------------------------------------------
+# retrain
+# -------------------------------------------------------------------------------------------------------------
+
+
+class EBRetrain(_EBBase):
+    """main_c.py / main_scratch.py (and *_lp.py): train the pruned network, with EB weights or re-initialised."""
+
+    class Params(TrainParams):
+        weights: Literal["inherit", "reinit"] = "inherit"  # inherit: fine-tune the EB ticket (paper; main_c_lp.py)
+        start_epoch: Literal["eb"] | int = 0  # schedule offset: run epochs start..start+E-1 of the schedule
+
+        @field_validator("start_epoch")
+        @classmethod
+        def _start(cls, v: Any) -> Any:
+            if isinstance(v, int) and v < 0:
+                raise ValueError("start_epoch must be >= 0 or \"eb\"")
+            return v
+
+    @classmethod
+    def check(cls, stage: Any) -> list[tuple[str, str]]:
+        if not stage.init_from:
+            return [("init_from", "eb_retrain trains a pruned network: set init_from to the eb_prune stage")]
+        return []
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.offset = self._offset()
+        if self.params.weights == "reinit":
+            self._reinit(model)
+        return super().prepare_model(model)
+
+    def _offset(self) -> int:
+        p, t = self.params, self.trainer
+        if p.start_epoch != "eb":
+            return int(p.start_epoch)
+        name = t.cfg.init_ref()[0]
+        info = load_checkpoint(t.ctx.run_dir / name / "final.pt").get("method", {}).get("prune")
+        if not info or int(info.get("ticket_epoch", -1)) < 0:
+            raise ValueError(f"eb_retrain: start_epoch = \"eb\" needs init_from to name an eb_prune stage of an "
+                             f"EB ticket; '{name}' has none")
+        return int(info["ticket_epoch"])
+
+    @torch.no_grad()
+    def _reinit(self, model: torch.nn.Module) -> None:
+        """Fresh weights for the pruned architecture (same cfg); the channel selections are architecture and stay."""
+        t = self.trainer
+        seed = (t.cfg.seed if t.cfg.seed is not None else t.ctx.recipe.run.seed) + 1000 * t.ctx.index + 17
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = self._build(t.model_kwargs)
+        state = fresh.state_dict()
+        for k, v in model.state_dict().items():
+            if k.endswith("select.indexes"):
+                state[k] = v
+        model.load_state_dict(state)
+        t.ctx.log.log(f"{t.cfg.name}: re-initialised the pruned network (seed {seed})")
+
+    def lr(self, epoch: int, frac: float) -> float | None:
+        if not self.offset:
+            return None
+        c = self.trainer.cfg
+        return lr_at(c.schedule, c.optimizer.lr, epoch + self.offset, frac, c.epochs + self.offset)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "offset": self.offset}
