@@ -48,7 +48,7 @@ def gather_trajectories(ctx: AnalysisContext) -> dict[str, Any]:
             points.append(flat[rows.numpy()])
             ids.append(np.full(len(rows), len(labels), dtype=np.int64))
             steps.append(epoch[rows].numpy())
-            labels.append(f"{stage.name}/member{m}")
+            labels.append(f"{stage.name}/" + ("exploration" if m < 0 else f"member{m}"))
     if not points:
         return {"points": np.zeros((0, 0)), "member": np.zeros(0, np.int64), "step": np.zeros(0, np.int64),
                 "labels": [], "stages": []}
