@@ -102,6 +102,7 @@ class OptimizerConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     nesterov: bool = False
+    bn_weight_decay: bool = True  # false: no weight decay on BatchNorm parameters (the ImageNet scripts' default)
 
 
 class ScheduleConfig(Strict):
@@ -171,6 +172,7 @@ class TrainDefaults(Strict):
     schedule: ScheduleConfig | None = None
     save_every: int | None = Field(None, ge=0)
     eval_every: int | None = Field(None, gt=0)
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
     sparse: SparseConfig | None = None
 
 
@@ -184,6 +186,7 @@ class StageConfig(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     save_every: int = Field(0, ge=0)
     eval_every: int = Field(1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     init_from: str = ""
     seed: int | None = None
     group: str = ""

@@ -81,7 +81,12 @@ def make_loaders(recipe: Recipe, data: Dataset, device: torch.device,
 
 def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD or Adam over the trainable parameters, weight decay on all of them as the originals do."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list = [p for p in model.parameters() if p.requires_grad]
+    if not cfg.bn_weight_decay:
+        bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              for p in m.parameters()}
+        params = [{"params": [p for p in params if id(p) not in bn]},
+                  {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -226,7 +231,7 @@ class Trainer:
                 g["lr"] = lr
             with self.amp():
                 out = method.forward(x)
-                loss = F.cross_entropy(out, y)
+                loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
                 extra = method.extra_loss()
                 total = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)

@@ -57,3 +57,20 @@ def test_schedule_validation() -> None:
         ScheduleConfig(name="cyclic", cycle=3)
     with pytest.raises(ValueError, match="multistep needs milestones"):
         ScheduleConfig(name="multistep")
+
+
+def test_bn_parameters_can_be_left_without_weight_decay() -> None:
+    import torch
+
+    from engine.config import OptimizerConfig
+    from engine.models import create_model
+    from engine.trainer import build_optimizer
+
+    model = create_model("cifar_resnet_8", 10, 0.5)
+    bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    opt = build_optimizer(OptimizerConfig(bn_weight_decay=False, weight_decay=1e-4), model)
+    decayed, free = opt.param_groups
+    assert decayed["weight_decay"] == 1e-4 and free["weight_decay"] == 0.0
+    assert {id(p) for p in free["params"]} == bn and not bn & {id(p) for p in decayed["params"]}
+    assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))
+    assert len(build_optimizer(OptimizerConfig(), model).param_groups) == 1
