@@ -68,9 +68,7 @@ _CIFAR_CLASSES = {"cifar10": ("CIFAR10", 10, "labels"), "cifar100": ("CIFAR100",
 _DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 
 
-class DataError(RuntimeError):
-    """A data problem the user can fix (missing files, bad name, bad split); the message is one line."""
-
+from engine.errors import DataError  # noqa: E402 - re-exported: engine.data.DataError is the public name
 
 # ----------------------------------------------------------------------------------------------------------
 # Datasets

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be read; the message is one line naming the file."""
@@ -60,11 +58,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save through a temp file, so a kill mid-write never leaves a torn checkpoint."""
+    import torch  # imported here so that the CLI and the TUI start without loading torch
+
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """torch.load with weights_only=True; a missing or corrupt file is a one-line CheckpointError."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -113,7 +113,9 @@ def run(recipe: str, sets: tuple[str, ...], smoke: bool, out: str | None, resume
     if resume and sets:
         raise UsageProblem("--set cannot change a run being resumed; it continues with its own recipe.toml")
     resolved = load(recipe, sets, smoke)
-    if out and len(resolved) > 1:
+    if out and resume:
+        resolved = resolved[:1]  # the run directory's own recipe.toml says which sweep point it is
+    elif out and len(resolved) > 1:
         raise UsageProblem(f"--out names one run directory but {recipe} sweeps into {len(resolved)} runs")
     failed = 0
     for res in resolved:
@@ -453,7 +455,7 @@ def tui(root: str | None) -> None:
 
 def main() -> None:
     """Entry point: one clear line per error, exit 2 for bad usage or recipes, 1 for failed runs."""
-    from engine.data import DataError
+    from engine.errors import DataError
     from engine.io import CheckpointError
 
     debug = "--debug" in sys.argv or bool(os.environ.get("REPRO_DEBUG"))

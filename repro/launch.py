@@ -68,7 +68,8 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
         log = RunLog(run_dir, progress or NullProgress())
         started = log._status.get("started") if continuing else None
         gpu = torch.cuda.get_device_name(0) if device != "cpu" and torch.cuda.is_available() else "none"
-        log.status(state="running", recipe=recipe.name, tag=res.tag, smoke=smoke or log._status.get("smoke", False),
+        tag = log._status.get("tag", res.tag) if continuing else res.tag
+        log.status(state="running", recipe=recipe.name, tag=tag, smoke=smoke or log._status.get("smoke", False),
                    started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu)
         if nproc > 1:
             return _torchrun(run_dir, log, nproc, device, continuing)

@@ -122,17 +122,23 @@ def read_run(path: Path) -> RunInfo:
     error = ""
     try:
         status = json.loads((path / "status.json").read_text())
+        if not isinstance(status, dict):
+            raise ValueError("not a JSON object")
         state = str(status.get("state", "unknown"))
     except FileNotFoundError:
         state, error = "unknown", "no status.json"
     except (OSError, ValueError) as e:
-        state, error = "unreadable", f"status.json: {e}"
+        status, state, error = {}, "unreadable", f"status.json: {e}"
+    try:
+        progress = float(status.get("progress") or 0.0)
+    except (TypeError, ValueError):
+        progress = 0.0
     if state == "running" and not is_locked(path):
         state = "killed"
     accs = [v for r in read_metrics(path) for k, v in r.items() if k.endswith("_acc") and not k.startswith("train")
             and isinstance(v, (int, float))]
     return RunInfo(path=path, recipe=path.parent.name, run_id=path.name, state=state,
-                   stage=str(status.get("stage") or ""), progress=float(status.get("progress") or 0.0),
+                   stage=str(status.get("stage") or ""), progress=progress,
                    best=max(accs) if accs else None, error=error or str(status.get("error") or ""), status=status)
 
 

@@ -13,13 +13,15 @@ trained networks.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from engine.config import Strict
-from engine.curves import CurveNet, coefficients
+from engine.curves import CurveNet, batchnorms, coefficients, update_bn
+from engine.data import DeviceLoader
 from engine.flops import CostMeter, layer_flops
 from engine.io import load_checkpoint
 from engine.methods.base import Method
@@ -27,6 +29,8 @@ from engine.methods.base import Method
 
 class Curve(Method):
     """Train the bends of a Bezier / PolyChain curve between two earlier stages' weights."""
+
+    MONITOR_BN_IMAGES = 2048  # training images the per-epoch monitor re-estimates BN statistics on
 
     class Params(Strict):
         curve: Literal["bezier", "polychain"] = "bezier"
@@ -36,7 +40,7 @@ class Curve(Method):
         fix_start: bool = True
         fix_end: bool = True
         init_linear: bool = True
-        eval_t: float = Field(0.5, ge=0, le=1)  # where the per-epoch monitor evaluates (BN stats as trained)
+        eval_t: float = Field(0.5, ge=0, le=1)  # where the per-epoch monitor evaluates
         eval_points: int = Field(61, ge=2)  # `curve` analysis: points along the curve (eval_curve --num_points)
         eval_line: bool = True  # `curve` analysis: also the straight segment between the endpoints
         plane_grid: int = Field(21, ge=2)  # `plane` analysis: grid points per axis (plane.py --grid_points)
@@ -77,17 +81,28 @@ class Curve(Method):
     def setup(self) -> None:
         # training cost: one forward/backward of the base network per example (the weight mixing is negligible)
         self.trainer.cost = CostMeter(self._flops)
-        self._eval_coeffs = coefficients(self.params.curve, self.params.eval_t, self.params.num_bends).to(
-            self.trainer.device)
+        t = self.trainer
+        self._eval_coeffs = coefficients(self.params.curve, self.params.eval_t, self.params.num_bends).to(t.device)
+        d = t.ctx.recipe.data
+        self._bn_loader = DeviceLoader(t.ctx.data.train, d.batch_size, device=t.device, train=False,
+                                       normalize=d.normalize)
+        self._bn_step = -1
 
     def extra_loss(self) -> torch.Tensor:
         """0.5 * wd * ||w(t)||^2 at the t of this mini-batch (curves.l2_regularizer of the original)."""
         return 0.5 * self.trainer.cfg.optimizer.weight_decay * self.model.l2
 
     def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-epoch monitor: the curve at eval_t with the running BN statistics of training (a mixture over
-        t; the exact numbers along the curve, with BN re-estimated per t, are the `curve` analysis)."""
-        return self.model(x, coeffs=self._eval_coeffs)
+        """The per-epoch monitor: the curve at eval_t, its BN statistics first re-estimated there on the first
+        MONITOR_BN_IMAGES training images (the original printed no test numbers for BN curves; the exact numbers
+        along the curve, over the whole training split, are the `curve` analysis)."""
+        net = self.model
+        if self._bn_step != self.trainer.step and batchnorms(net):
+            self._bn_step = self.trainer.step
+            n = -(-self.MONITOR_BN_IMAGES // self._bn_loader.batch_size)
+            update_bn(net, itertools.islice(self._bn_loader, n), lambda z: net(z, coeffs=self._eval_coeffs),
+                      self.trainer.amp)
+        return net(x, coeffs=self._eval_coeffs)
 
     def members(self) -> list[dict[str, Any]]:
         """A curve is not an ensemble member of the base architecture; its numbers are in /curve and /plane."""

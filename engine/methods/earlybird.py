@@ -105,7 +105,8 @@ class _EBBase(Method):
 
     # ---- SWA (SWALP) ---------------------------------------------------------------------------------
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        if getattr(self.params, "swa", False) and epoch >= self.params.swa_start:
+        # swa_start counts absolute epochs, like the schedule (a retrain from --start-epoch 32 averages from 140)
+        if getattr(self.params, "swa", False) and epoch + getattr(self, "offset", 0) >= self.params.swa_start:
             self._swa_update(epoch, record)
 
     @torch.no_grad()
@@ -322,6 +323,8 @@ class EBPrune(_EBBase):
             f"({after['params'] / before['params']:.3f}), FLOPs {before['flops']} -> {after['flops']} "
             f"({after['flops'] / before['flops']:.3f}); cfg {res.cfg}")
         res.model.train()
+        if t.ctx.recipe.run.channels_last and t.device.type == "cuda":
+            res.model = res.model.to(memory_format=torch.channels_last)
         return super().prepare_model(res.model)
 
     def _build_cfg(self, cfg: list[int | str]) -> torch.nn.Module:

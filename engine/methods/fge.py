@@ -86,8 +86,9 @@ class FGE(Method):
         record[f"ensemble_{split}_nll"] = float(-ens.gather(1, y.view(-1, 1)).clamp_min(1e-12).log().mean())
 
     def members(self) -> list[dict[str, Any]]:
-        name = self.trainer.cfg.name
-        return [{"name": f"fge{e}", "path": f"{name}/fge-{e}.pt"} for e in self.saved]
+        name, kw = self.trainer.cfg.name, self.trainer.model_kwargs
+        return [{"name": f"fge{e}", "path": f"{name}/fge-{e}.pt", **({"model_kwargs": kw} if kw else {})}
+                for e in self.saved]
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved": list(self.saved), "probs_sum": self.probs_sum}

@@ -40,18 +40,20 @@ class ReproApp(App[None]):
     """Every run directory under the root, newest first; replaced after each scan."""
 
     def __init__(self, root: Path, *, refresh_interval: float | None = 1.0, clock: Callable[[], float] = time.time,
-                 stop_grace: float = 10.0, scanner: RunScanner | None = None) -> None:
+                 stop_grace: float = 10.0, scanner: RunScanner | None = None, timings: bool = True) -> None:
         super().__init__()
         self.root = Path(root)
         self.refresh_interval = refresh_interval
         self.clock = clock
         self.stop_grace = stop_grace
+        self.timings = timings  # show the refresh times in the runs screen (off for snapshots)
         self.scanner = scanner or RunScanner(self.root)
         self.scan_ms = 0.0
         self.scans = 0
         self.launched: list[Launched] = []
         self._scanning = False
         self.select_next: str | None = None  # a run to select in the runs table as soon as it appears
+        self.runs_filter: str | None = None  # a filter for the runs table, set by the recipes screen
         self.sub_title = str(self.root)
 
     def on_mount(self) -> None:

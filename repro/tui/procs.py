@@ -92,6 +92,8 @@ def alive(pid: int) -> bool:
 
 def signal_run(pid: int, sig: int) -> str:
     """Send `sig` to the run's process group (or to the process alone when it shares the app's group)."""
+    if pid == os.getpid():
+        raise PermissionError(f"pid {pid} is this app itself")
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:

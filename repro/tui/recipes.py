@@ -99,6 +99,7 @@ class RecipesScreen(Screen):
         self.overrides: dict[str, tuple[str, ...]] = {}
         self.latest: dict[str, str] = {}
         self._shown: list[str] = []
+        self._loading = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,7 +120,6 @@ class RecipesScreen(Screen):
         table.focus()
         self._update_bar()
         self.watch(self.app, "runs", self._runs_changed)
-        self.load_infos()
 
     # ---- table ----
     def _visible(self) -> list[str]:
@@ -170,6 +170,11 @@ class RecipesScreen(Screen):
             self._update_preview()
 
     def _runs_changed(self, rows: list) -> None:
+        if not self._loading and self.app.scans:
+            # Load the recipes once the first scan is in: their first load imports torch, which holds the GIL
+            # for seconds and would slow that scan down.
+            self._loading = True
+            self.load_infos()
         latest = {k: r.state for k, r in latest_by_recipe(rows).items()}
         changed = [n for n in self.infos if latest.get(n) != self.latest.get(n)]
         self.latest = latest
@@ -211,7 +216,7 @@ class RecipesScreen(Screen):
         self.query_one("#launch-bar", Static).update(
             f" device [b]{self.device}[/b]   overrides [b]{Text(sets).markup}[/b]   "
             f"preview [b]{'smoke' if self.smoke_preview else 'full'}[/b]   "
-            f"root {Text(str(self.app.root)).markup}")
+            f"root {Text(str(self.app.root)).markup}", layout=False)
 
     def _update_preview(self) -> None:
         if not self.is_mounted:
@@ -304,10 +309,8 @@ class RecipesScreen(Screen):
 
     def action_show_runs(self) -> None:
         if self.current:
+            self.app.runs_filter = self.current
             self.app.switch_mode("runs")
-            runs = self.app.screen
-            if hasattr(runs, "set_filter"):
-                runs.set_filter(self.current)
 
     def action_launch(self, smoke: bool) -> None:
         name = self.current

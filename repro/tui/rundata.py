@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,8 @@ def parse_time(text: Any) -> float | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
-    except (ValueError, OverflowError):
+        return datetime.fromisoformat(text[:19]).timestamp()  # naive: local time, as written
+    except (ValueError, OverflowError, OSError):
         return None
 
 
@@ -256,6 +257,7 @@ class _Entry:
     ended: float | None = None
     metrics: JsonlReader | None = None
     best: float | None = None
+    row: RunRow | None = None
 
 
 def _is_locked(path: Path) -> bool:
@@ -321,9 +323,14 @@ class RunScanner:
         if ent is None:
             ent = self._cache[path] = _Entry(metrics=JsonlReader(Path(path) / "metrics.jsonl"))
         key = _key(st)
-        if key != ent.status_key or ent.status_key is None:
+        changed = ent.row is None or key != ent.status_key
+        if changed:
             ent.status_key = key
             self._read_status(ent, path, st)
+        elif ent.state != "running":
+            # Unchanged and not running: nothing to read. (The engine rewrites status.json after every
+            # metrics.jsonl append, so an unchanged status means unchanged metrics.)
+            return ent.row
         recs = ent.metrics.read_new()  # type: ignore[union-attr]
         if ent.metrics.reset:  # type: ignore[union-attr]
             ent.best = None
@@ -337,9 +344,10 @@ class RunScanner:
             state = "killed"  # the process died without saying so (SIGKILL, SIGTERM, a crash)
         error = ent.error or ("status says running but no process holds the run (it was stopped or died)"
                               if state != ent.state else "")
-        return RunRow(Path(path), recipe, run_id, state, stage=_str(s.get("stage")), epoch=_int(s.get("epoch")),
-                      epochs=_int(s.get("epochs")), progress=_progress(s.get("progress")), best=ent.best,
-                      started=ent.started, ended=ent.ended, error=error, status=s)
+        ent.row = RunRow(Path(path), recipe, run_id, state, stage=_str(s.get("stage")), epoch=_int(s.get("epoch")),
+                         epochs=_int(s.get("epochs")), progress=_progress(s.get("progress")), best=ent.best,
+                         started=ent.started, ended=ent.ended, error=error, status=s)
+        return ent.row
 
     @staticmethod
     def _read_status(ent: _Entry, path: str, st: os.stat_result | None) -> None:

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Log, Static
 from textual_plotext import PlotextPlot
 
@@ -24,9 +25,15 @@ from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, row_
 
 COLUMNS = (("recipe", 20), ("run", 21), ("state", 10), ("stage", 12), ("epoch", 5), ("progress", 11),
            ("best", 6), ("elapsed", 7), ("ETA", 6), ("note", 80))
+SETTLE_S = 0.12  # the cursor rests this long before the selected run's log and curves are read
 CHART_IDS = {name: "chart-" + name.replace(" ", "-") for name in CURVES}
 SERIES_COLORS = {"train_loss": "blue", "test_loss": "red", "val_loss": "orange", "train_acc": "blue",
                  "test_acc": "red", "val_acc": "orange", "lr": "green", "density": "magenta"}
+
+
+def short_times(lines: list[str]) -> list[str]:
+    """'2026-01-01T10:00:00 text' -> '10:00:00 text' for the narrow log pane (the date is in the run id)."""
+    return [ln[11:] if len(ln) > 19 and ln[10] == "T" and ln[4] == "-" and ln[13] == ":" else ln for ln in lines]
 
 
 def _cell(col: int, text: str) -> str | Text:
@@ -56,12 +63,15 @@ class RunsScreen(Screen):
         self.rows: dict[str, RunRow] = {}
         self._keys: list[str] = []
         self._cells: dict[str, tuple[str, ...]] = {}
+        self._src: dict[str, tuple[RunRow, tuple[str, ...]]] = {}
         self.apply_ms = 0.0
-        self.stopping: dict[str, tuple[int, float]] = {}  # run key -> (pid, SIGKILL deadline, monotonic)
+        self.stopping: dict[str, tuple[int, float]] = {}  # run key -> (pid, time.monotonic() of the SIGKILL)
         self._detail_lock = threading.Lock()
         self._tail: LogTail | None = None
         self._metrics: JsonlReader | None = None
         self._records: list[dict] = []
+        self._settle: Timer | None = None
+        self.cursor_key: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -101,9 +111,13 @@ class RunsScreen(Screen):
         self.rows = {r.key: r for r in rows}
         visible = [r for r in rows if self._matches(r, terms)]
         keys = [r.key for r in visible]
-        cells = {r.key: row_cells(r, now) for r in visible}
+        cells = {}
+        for r in visible:  # a row object the scanner reused is unchanged: so are its cells, unless it runs
+            src = self._src.get(r.key)
+            cells[r.key] = src[1] if src is not None and src[0] is r and r.state != "running" else row_cells(r, now)
+        self._src = {r.key: (r, cells[r.key]) for r in visible}
         if keys != self._keys:
-            keep = self.app.select_next if self.app.select_next in cells else self.selected
+            keep = self.app.select_next if self.app.select_next in cells else (self.cursor_key or self.selected)
             table.clear()
             for k in keys:
                 table.add_row(*(_cell(i, c) for i, c in enumerate(cells[k])), key=k)
@@ -117,7 +131,7 @@ class RunsScreen(Screen):
         else:
             for k in keys:
                 old, new = self._cells.get(k), cells[k]
-                if old != new:
+                if old is not new and old != new:
                     for i, (a, b) in enumerate(zip(old or (), new)):
                         if a != b:
                             table.update_cell(k, COLUMNS[i][0], _cell(i, b))
@@ -126,15 +140,18 @@ class RunsScreen(Screen):
         self.apply_ms = 1000 * (time.perf_counter() - t0)
         n_run = sum(1 for r in rows if r.state == "running")
         shown = f"{len(keys)} of {len(rows)}" if terms else f"{len(rows)}"
+        timing = (f"refresh: scan {self.app.scan_ms:.0f} ms + table {self.apply_ms:.0f} ms   "
+                  if self.app.timings else "")
         self.query_one("#runs-status", Static).update(
-            f" {shown} runs, {n_run} running   refresh: scan {self.app.scan_ms:.0f} ms + table {self.apply_ms:.0f} ms"
-            f"   root {Text(str(self.app.root)).markup}")
+            f" {shown} runs, {n_run} running   {timing}root {Text(str(self.app.root)).markup}", layout=False)
         self._update_detail_line()
         if self.selected:
             self.refresh_detail()
 
-    def set_filter(self, text: str) -> None:
-        self.query_one("#runs-filter", Input).value = text
+    def on_screen_resume(self) -> None:
+        if self.app.runs_filter is not None:  # asked for by the recipes screen (enter on a recipe)
+            self.query_one("#runs-filter", Input).value = self.app.runs_filter
+            self.app.runs_filter = None
 
     def watch_search_text(self) -> None:
         if self.is_mounted:
@@ -161,7 +178,13 @@ class RunsScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#runs")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.selected = event.row_key.value
+        """The detail line follows the cursor at once; the log and charts once it rests (a held arrow key
+        does not read every run it passes)."""
+        key = self.cursor_key = event.row_key.value
+        self._update_detail_line(key)
+        if self._settle is not None:
+            self._settle.stop()
+        self._settle = self.set_timer(SETTLE_S, lambda: setattr(self, "selected", key))
 
     @on(DataTable.RowSelected, "#runs")
     def _chosen(self) -> None:
@@ -179,17 +202,15 @@ class RunsScreen(Screen):
                 self._tail = LogTail(log if log.exists() or not launch_log.exists() else launch_log)
                 self._metrics = JsonlReader(path / "metrics.jsonl")
         self.query_one("#run-log", Log).clear()
-        for name in CURVES:
-            self._draw_chart(name, {})
-        self._update_detail_line()
+        self._update_detail_line(key)
         if key is not None:
-            self.refresh_detail()
+            self.refresh_detail(first=True)
 
-    def _update_detail_line(self) -> None:
-        r = self.rows.get(self.selected or "")
+    def _update_detail_line(self, key: str | None = None) -> None:
+        r = self.rows.get(key or self.selected or "")
         w = self.query_one("#run-detail", Static)
         if r is None:
-            w.update(" no run selected")
+            w.update(" no run selected", layout=False)
             return
         t = Text(" ")
         t.append(f"{r.recipe}/{r.run_id}", style="bold")
@@ -202,10 +223,11 @@ class RunsScreen(Screen):
         t.append("  " + "  ".join(e for e in extra if e), style="dim")
         if r.error:
             t.append(f"\n {r.error.splitlines()[0]}", style="red")
-        w.update(t)
+        w.update(t, layout=False)
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
-    def refresh_detail(self) -> None:
+    def refresh_detail(self, first: bool = False) -> None:
+        """Read what the selected run appended to its log and metrics since the last read."""
         key = self.selected
         with self._detail_lock:
             tail, metrics = self._tail, self._metrics
@@ -217,19 +239,19 @@ class RunsScreen(Screen):
                 reset = metrics.reset
             except OSError as e:
                 lines, recs, reset = [f"cannot read: {e}"], [], False
-            if not (lines or recs or reset):
+            if not (lines or recs or reset or first):
                 return
             if reset:
                 self._records = []
             self._records.extend(recs)
-            data = curves(self._records) if (recs or reset) else None
+            data = curves(self._records) if (recs or reset or first) else None
         self.app.call_from_thread(self._detail_read, key, lines, data)
 
     def _detail_read(self, key: str | None, lines: list[str], data: dict | None) -> None:
         if key != self.selected:
             return
         if lines:
-            self.query_one("#run-log", Log).write_lines(lines)
+            self.query_one("#run-log", Log).write_lines(short_times(lines))
         if data is not None:
             for name in CURVES:
                 self._draw_chart(name, data[name])
@@ -248,7 +270,8 @@ class RunsScreen(Screen):
 
     # ---- keys ----
     def _row(self) -> RunRow | None:
-        r = self.rows.get(self.selected or "")
+        """The run under the cursor (the keys act on it even before the detail pane caught up)."""
+        r = self.rows.get(self.cursor_key or self.selected or "")
         if r is None:
             self.notify("no run selected", severity="warning")
         return r

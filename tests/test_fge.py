@@ -1,0 +1,159 @@
+"""Fast Geometric Ensembling: members at each cycle's low point, the optimizer state carried over, the ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import tomli_w
+import torch
+
+from engine.analyses import ANALYSES
+from engine.analyses import curve as curve_analysis
+from engine.analyses import plane as plane_analysis
+from engine.io import load_checkpoint
+from engine.methods import METHODS
+from engine.methods.curve import Curve
+from engine.methods.fge import FGE
+from engine.runlog import read_metrics
+from engine.schedules import lr_at
+from engine.store import groups, read_group
+from repro.launch import execute
+from repro.recipe import RecipeError, load
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(METHODS, "curve", Curve)
+    monkeypatch.setitem(METHODS, "fge", FGE)
+    monkeypatch.setitem(ANALYSES, "curve", curve_analysis.run)
+    monkeypatch.setitem(ANALYSES, "plane", plane_analysis.run)
+
+
+def _fge(cycle: int) -> FGE:
+    trainer = SimpleNamespace(cfg=SimpleNamespace(schedule=SimpleNamespace(cycle=cycle)))
+    return FGE(trainer, {})
+
+
+def test_members_are_collected_mid_cycle() -> None:
+    """(e mod c) + 1 == c/2: cycle 2 over 6 epochs collects after 0-based epochs 0, 2, 4; cycle 4 over 8 after 1, 5
+    (the README's 40 epochs with cycle 2 give 20 members)."""
+    assert [e for e in range(6) if _fge(2).collects(e)] == [0, 2, 4]
+    assert [e for e in range(8) if _fge(4).collects(e)] == [1, 5]
+    assert sum(_fge(2).collects(e) for e in range(40)) == 20
+
+
+BASE = {
+    "name": "fge_digits", "paper": "demo", "run": {"seed": 3}, "analyses": ["predict", "calibration"],
+    "data": {"dataset": "digits", "normalize": "digits", "train_subset": 512, "test_subset": 200, "batch_size": 64,
+             "eval_batch_size": 500, "crop_pad": 2, "flip": False},
+    "model": {"arch": "preresnet8", "width": 0.5},
+    "train": {"optimizer": {"lr": 0.1, "weight_decay": 5e-4}},
+}
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    p = tmp_path / "r.toml"
+    p.write_text(tomli_w.dumps(raw))
+    return p
+
+
+def test_fge_recipe_is_checked(tmp_path: Path) -> None:
+    raw = {**BASE, "stage": [{"name": "train", "method": "train", "epochs": 2},
+                             {"name": "fge", "method": "fge", "epochs": 2}]}
+    with pytest.raises(RecipeError) as e:
+        load(str(_write(tmp_path, raw)))
+    text = "\n".join(e.value.lines)
+    assert "stage.1.schedule.name: fge runs the cyclic schedule" in text
+    assert "stage.1.init_from: fge starts from a pretrained checkpoint" in text
+
+
+def test_fge_collects_members_and_the_ensemble_beats_its_first_member(tmp_path: Path) -> None:
+    cyclic = {"name": "cyclic", "lr_1": 0.05, "lr_2": 0.01, "cycle": 2}
+    raw = {**BASE, "stage": [
+        {"name": "train", "method": "train", "epochs": 4, "save_every": 1, "schedule": {"name": "fge"}},
+        # the recipe's weight decay differs from the pretraining's: loading the optimizer state brings 5e-4 back
+        {"name": "fge_own_opt", "method": "fge", "epochs": 1, "init_from": "train@3", "schedule": cyclic,
+         "optimizer": {"weight_decay": 1e-3}, "params": {"load_optimizer": False}},
+        {"name": "fge", "method": "fge", "epochs": 6, "init_from": "train@3", "schedule": cyclic,
+         "optimizer": {"weight_decay": 1e-3}}]}
+    out = execute(load(str(_write(tmp_path, raw)))[0], root=tmp_path, out=str(tmp_path / "run"), device="cpu")
+    assert out.state == "done", out.error
+    run = out.run_dir
+    members = json.loads((run / "fge" / "tickets.json").read_text())["members"]
+    assert [m["name"] for m in members] == ["fge1", "fge3", "fge5"]
+    assert all((run / m["path"]).exists() for m in members)
+    # optimizer state: the checkpoint's param groups (weight decay 5e-4) unless load_optimizer = false
+    assert {g["weight_decay"] for g in load_checkpoint(run / "fge" / "last.pt")["optimizer"]["param_groups"]} == {5e-4}
+    own = load_checkpoint(run / "fge_own_opt" / "last.pt")["optimizer"]["param_groups"]
+    assert {g["weight_decay"] for g in own} == {1e-3}
+    # the per-step triangle: the lr logged at the end of each epoch is the schedule's at the last step
+    recipe = load(str(_write(tmp_path, raw)))[0].recipe
+    fge_cfg = recipe.stage[-1]
+    records = [r for r in read_metrics(run) if r.get("stage") == "fge"]
+    nb = 8  # 512 images / 64
+    assert [r["lr"] for r in records] == pytest.approx(
+        [lr_at(fge_cfg.schedule, fge_cfg.optimizer.lr, e, (nb - 1) / nb, 6) for e in range(6)])
+    assert [r.get("fge_members") for r in records] == [1, None, 2, None, 3, None]
+    # the ensemble: mean of the members' probabilities, its NLL at most the first member's
+    g = read_group(run / "analysis.h5", "predict")
+    assert list(g["member_names"]) == ["fge1", "fge3", "fge5"]
+    assert float(g["ensemble_nll"]) <= float(g["member_nll"][0])
+    assert float(g["ensemble_nll"]) <= float(g["member_nll"].mean())
+    # the running ensemble logged during training agrees with /predict
+    assert records[4]["ensemble_test_nll"] == pytest.approx(float(g["ensemble_nll"]), abs=1e-4)
+    assert records[4]["ensemble_test_acc"] == pytest.approx(float(g["ensemble_acc"]), abs=1e-3)
+    assert "calibration" in groups(run / "analysis.h5")
+
+
+def _cut_and_resume(tmp_path: Path, raw: dict, stage: str, at_epoch: int) -> tuple[Path, Path]:
+    """An uninterrupted run, and one stopped at the start of `stage`'s epoch `at_epoch` (0-based) then resumed."""
+    from engine import trainer as tr
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    res = load(str(_write(tmp_path, raw)))[0]
+    ref = execute(res, root=tmp_path, out=str(tmp_path / "ref"), device="cpu")
+    assert ref.state == "done", ref.error
+    orig = tr.Trainer.train_epoch
+
+    def dying(self, epoch):  # noqa: ANN001 - as Ctrl-C would stop it
+        if self.cfg.name == stage and epoch == at_epoch:
+            raise KeyboardInterrupt
+        return orig(self, epoch)
+
+    tr.Trainer.train_epoch = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(res, root=tmp_path, out=str(tmp_path / "cut"), device="cpu")
+    finally:
+        tr.Trainer.train_epoch = orig
+    assert load_checkpoint(tmp_path / "cut" / stage / "last.pt")["epoch"] == at_epoch
+    out = execute(res, root=tmp_path, out=str(tmp_path / "cut"), resume=True, device="cpu")
+    assert out.state == "done", out.error
+    return ref.run_dir, out.run_dir
+
+
+def test_fge_and_curve_stages_resume_bitwise(tmp_path: Path) -> None:
+    """Killed mid-stage and resumed, an FGE stage (after its first member) and a curve stage end with the same
+    weights, members and running ensemble as uninterrupted runs."""
+    raw = {**BASE, "data": {**BASE["data"], "train_subset": 128, "test_subset": 64},
+           "stage": [{"name": "train", "method": "train", "epochs": 1},
+                     {"name": "fge", "method": "fge", "epochs": 4, "init_from": "train",
+                      "schedule": {"name": "cyclic", "lr_1": 0.05, "lr_2": 0.01, "cycle": 2}}]}
+    ref, cut = _cut_and_resume(tmp_path / "fge", raw, "fge", 2)
+    a, b = (load_checkpoint(r / "fge" / "final.pt") for r in (ref, cut))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["method"]["saved"] == b["method"]["saved"] == [1, 3]
+    assert torch.equal(a["method"]["probs_sum"], b["method"]["probs_sum"])
+    assert read_group(ref / "analysis.h5", "predict")["ensemble_nll"] == read_group(cut / "analysis.h5",
+                                                                                    "predict")["ensemble_nll"]
+    raw = {**BASE, "analyses": ["curve"], "data": {**BASE["data"], "train_subset": 128, "test_subset": 64},
+           "model": {"arch": "vgg16bn", "width": 0.125},
+           "stage": [{"name": "endpoint", "method": "train", "repeat": 2, "epochs": 1},
+                     {"name": "curve", "method": "curve", "epochs": 3, "params": {"eval_points": 2}}]}
+    ref, cut = _cut_and_resume(tmp_path / "curve", raw, "curve", 2)
+    a, b = (load_checkpoint(r / "curve" / "final.pt")["model"] for r in (ref, cut))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in read_metrics(ref)] == [r["train_loss"] for r in read_metrics(cut)]
