@@ -34,12 +34,19 @@ def coefficients(curve: str, t: torch.Tensor | float, num_bends: int) -> torch.T
     """The n coefficients c_k(t) of the curve at `t` (a float or a 0-dim tensor; the result follows its device)."""
     t = torch.as_tensor(t, dtype=torch.float32)
     k = torch.arange(num_bends, dtype=torch.float32, device=t.device)
+    return _coefficients(curve, t, k, _binomials(num_bends).to(t.device))
+
+
+def _binomials(num_bends: int) -> torch.Tensor:
+    return torch.tensor([math.comb(num_bends - 1, j) for j in range(num_bends)], dtype=torch.float32)
+
+
+def _coefficients(curve: str, t: torch.Tensor, k: torch.Tensor, binom: torch.Tensor) -> torch.Tensor:
+    n = k.numel()
     if curve == "bezier":
-        binom = torch.tensor([math.comb(num_bends - 1, j) for j in range(num_bends)], dtype=torch.float32,
-                             device=t.device)
-        return binom * t.pow(k) * (1 - t).pow(num_bends - 1 - k)
+        return binom * t.pow(k) * (1 - t).pow(n - 1 - k)
     if curve == "polychain":
-        return (1 - (t * (num_bends - 1) - k).abs()).clamp_min(0)
+        return (1 - (t * (n - 1) - k).abs()).clamp_min(0)
     raise ValueError(f"unknown curve '{curve}'; choose from {', '.join(CURVES)}")
 
 
@@ -79,6 +86,9 @@ class CurveNet(nn.Module):
         self.register_buffer("fixed_points", flat.repeat(len(fixed), 1))
         self.register_buffer("free_idx", torch.tensor(free, dtype=torch.long), persistent=False)
         self.register_buffer("fixed_idx", torch.tensor(fixed, dtype=torch.long), persistent=False)
+        # kept on the device, so that drawing t and its coefficients in the training step never syncs with the host
+        self.register_buffer("_k", torch.arange(num_bends, dtype=torch.float32), persistent=False)
+        self.register_buffer("_binom", _binomials(num_bends), persistent=False)
         for name in self.names:  # the base keeps its modules and buffers; its parameters come from the curve
             owner, _, attr = name.rpartition(".")
             base.get_submodule(owner)._parameters[attr] = None
@@ -127,8 +137,9 @@ class CurveNet(nn.Module):
 
     # ---- points on the curve ------------------------------------------------------------------------------
     def coefficients(self, t: torch.Tensor | float) -> torch.Tensor:
-        return coefficients(self.curve, torch.as_tensor(t, dtype=torch.float32, device=self.free.device),
-                            self.num_bends)
+        """c_k(t) on the curve's device (a device tensor t stays there: no host sync)."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=self._k.device)
+        return _coefficients(self.curve, t, self._k, self._binom)
 
     def point(self, coeffs: torch.Tensor) -> torch.Tensor:
         """sum_k c_k theta_k as a flat vector [P], in float32 whatever autocast is active."""
@@ -162,7 +173,7 @@ class CurveNet(nn.Module):
                 coeffs: torch.Tensor | None = None) -> torch.Tensor:
         if coeffs is None:
             if t is None:  # one t per mini-batch, drawn on the device (no host sync)
-                t = torch.rand((), device=self.free.device)
+                t = torch.rand((), device=self._k.device)
             coeffs = self.coefficients(t)
         w = self.point(coeffs)
         self.l2 = (w * w).sum()

@@ -170,6 +170,9 @@ class Trainer:
                              or (r.get("epoch", 0) <= self.epoch and not r.get("final")))
         log.progress.start(f"{self.cfg.name} ({self.cfg.method})", self.cfg.epochs * nb, self.epoch * nb)
         for epoch in range(self.epoch, self.cfg.epochs):
+            if self.method.stop_requested():
+                log.log(f"stage {self.cfg.name}: {self.cfg.method} ended the stage after epoch {self.epoch}")
+                break
             t0 = time.perf_counter()
             loss_sum, correct, seen = self.train_epoch(epoch)
             sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])

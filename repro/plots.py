@@ -239,21 +239,26 @@ def plot_plane(g: dict[str, Any], title: str) -> plt.Figure:
         ax.plot(bends[[0, -1], 0], bends[[0, -1], 1], "k--", lw=1.5, label="segment")
         ax.scatter(bends[[0, -1], 0], bends[[0, -1], 1], s=120, c="black", marker="o", zorder=3, label="endpoints")
         ax.scatter(bends[mid, 0], bends[mid, 1], s=120, c="black", marker="D", zorder=3, label="middle bend")
-        ax.set_aspect("equal", adjustable="box")
         ax.set_title(f"{label}, min {float(vals.min()):.3g}", fontsize=9)
-        ax.legend(loc="upper right", fontsize=7)
+        ax.set_xlabel("along the endpoints' segment")
+    axes[0].set_ylabel("towards the middle bend")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
 
 
+from repro import figures_earlybird  # noqa: E402 - after the figures it falls back on
+
 PLOTS: dict[str, Callable[[dict[str, Any], str], plt.Figure]] = {
+    "earlybird": figures_earlybird.plot_earlybird,
     "predict": plot_predict,
     "sparsity": plot_sparsity,
     "disagreement": plot_disagreement,
     "kd": plot_kd,
     "calibration": plot_calibration,
     "ood": plot_ood,
-    "mask_overlap": plot_mask_overlap,
+    "mask_overlap": figures_earlybird.plot_mask_overlap_any,
     "tsne": plot_tsne,
     "curve": plot_curve,
     "plane": plot_plane,

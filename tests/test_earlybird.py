@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import engine.analyses as analyses_pkg
 import engine.methods as methods_pkg
 from engine.analyses import earlybird as eb_analysis
 from engine.analyses import eb_overlap
+from engine.analyses.context import AnalysisContext
 from engine.earlybird import (
     EarlyBird,
     bn_layers,
@@ -129,6 +131,27 @@ def test_detector_fires_exactly_where_it_should() -> None:
     det2.load_state_dict(state)
     assert det2.found == 4 and det2.seen == 6 and len(det2.masks) == 3
     assert ratio_tag(0.3) == "30" and ratio_tag(0.125) == "12.5"
+
+
+def test_l1_subgradient_is_added_to_bn_scales_only() -> None:
+    model = TwoBN([0.9, -0.1, 0.5], [0.3, -0.7, 0.2, 0.05])
+    with torch.no_grad():
+        model.a.weight[1] = 0.0  # sign(0) = 0: no push
+    trainer = SimpleNamespace(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    for sr, s in ((True, 0.01), (False, 0.01)):
+        method = EBSearch(trainer, {"sr": sr, "s": s})
+        method.prepare_model(model)
+        method.setup()
+        grads = {n: torch.full_like(p, 0.5) for n, p in model.named_parameters()}
+        for n, p in model.named_parameters():
+            p.grad = grads[n].clone()
+        model.b.weight.grad = None  # a BN without a gradient is skipped
+        method.before_step()
+        push = 0.01 * torch.tensor([1.0, 0.0, 1.0]) if sr else torch.zeros(3)
+        torch.testing.assert_close(model.a.weight.grad, 0.5 + push, rtol=0, atol=0)
+        assert model.b.weight.grad is None
+        for n in ("a.bias", "lin.weight", "lin.bias", "b.bias"):
+            assert torch.equal(dict(model.named_parameters())[n].grad, grads[n])
 
 
 # ---- real pruning --------------------------------------------------------------------------------------------
@@ -381,12 +404,25 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     masks = [channel_mask(s, 0.5) for s in eb["scales"]]
     assert ov["distance"][2, 5] == pytest.approx(mask_distance(masks[2], masks[5]))
     assert ov["distance"][0, 3] == pytest.approx(float(masks[3].float().mean()))  # the init mask is empty
+    # the figures draw from the stored groups; mask_overlap dispatches on the recipe
+    import matplotlib.pyplot as plt
+
+    from repro.figures_earlybird import plot_earlybird, plot_mask_overlap_any
+
+    for fig in (plot_earlybird(g, "eb"), plot_mask_overlap_any(ov, "overlap")):
+        assert len(fig.axes) >= 2
+        plt.close(fig)
+    ctx = AnalysisContext(recipe=res.recipe, run_dir=run, device=torch.device("cpu"))
+    assert eb_overlap.has_search(ctx)
+    demo = AnalysisContext(recipe=load("demo_digits")[0].recipe, run_dir=run, device=torch.device("cpu"))
+    assert not eb_overlap.has_search(demo)
 
 
-def test_retrain_reinit_keeps_the_architecture_and_shifts_the_schedule(registered: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("weights", ["reinit", "inherit"])
+def test_retrain_weights_and_schedule_offset(registered: None, tmp_path: Path, weights: str) -> None:
     res = load("earlybird_scratch_vgg16_cifar10", smoke=True,
                sets=["stage.retrain.params.start_epoch=79", "stage.retrain.optimizer.lr=1e-9",
-                     "stage.search.params.stop_when_found=true"])[0]
+                     f'stage.retrain.params.weights="{weights}"', "stage.search.params.stop_when_found=true"])[0]
     out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu", smoke=True)
     assert out.state == "done", out.error
     run = out.run_dir
@@ -394,16 +430,30 @@ def test_retrain_reinit_keeps_the_architecture_and_shifts_the_schedule(registere
     prune = load_checkpoint(run / "prune" / "final.pt")
     recs = [r for r in read_metrics(run) if r.get("stage") == "retrain"]
     assert [r["lr"] for r in recs] == pytest.approx([1e-9, 1e-10])  # absolute epochs 79, 80: the decay at 80
-    # re-initialised (seed run.seed + 1000 * stage index + 17), the same pruned architecture; lr ~0 keeps the init
     state = load_checkpoint(run / "retrain" / "final.pt")
     assert state["model_kwargs"] == prune["model_kwargs"]
+    # lr ~0 keeps the starting weights: the EB ticket's (inherit) or fresh ones (seed run.seed + 1000 * index + 17)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1 + 1000 * 2 + 17)
         fresh = create_model("eb-vgg16", 10, 0.125, **prune["model_kwargs"]).state_dict()
+    start = fresh if weights == "reinit" else prune["model"]
+    other = prune["model"] if weights == "reinit" else fresh
     for k, v in state["model"].items():
         if k.endswith("weight") and v.dim() > 1:
-            torch.testing.assert_close(v, fresh[k], rtol=0, atol=1e-6)
-            assert not torch.allclose(v, prune["model"][k], atol=1e-3)
+            torch.testing.assert_close(v, start[k], rtol=0, atol=1e-6)
+            assert not torch.allclose(v, other[k], atol=1e-3)
+
+
+def test_stop_when_found_ends_the_search(registered: None, tmp_path: Path) -> None:
+    if "stop_requested" not in vars(methods_pkg.Method):
+        pytest.skip("the trainer does not read Method.stop_requested() yet")
+    res = load("earlybird_vgg16_cifar100", smoke=True, sets=["stage.search.params.stop_when_found=true"])[0]
+    out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu", smoke=True)
+    assert out.state == "done", out.error
+    final = load_checkpoint(out.run_dir / "search" / "final.pt")
+    last = max(final["method"]["earlybird"]["found"].values())
+    assert final["epoch"] == last < res.recipe.stage[0].epochs
+    assert max(r["epoch"] for r in read_metrics(out.run_dir) if r.get("stage") == "search") == last
 
 
 @pytest.mark.slow

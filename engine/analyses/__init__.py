@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from engine.analyses import calibration, disagreement, kd, mask_overlap, ood, predict, sparsity, tsne
+from engine.analyses import calibration, disagreement, earlybird, eb_overlap, kd, ood, predict, sparsity, tsne
 from engine.analyses.context import AnalysisContext
 
 ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
@@ -12,9 +12,10 @@ ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
     "kd": kd.run,
     "calibration": calibration.run,
     "ood": ood.run,
-    "mask_overlap": mask_overlap.run,
+    "mask_overlap": eb_overlap.run_any,  # weight tickets, or Early-Bird channel masks over epochs
     "tsne": tsne.run,
     "sparsity": sparsity.run,
+    "earlybird": earlybird.run,
 }
 
 __all__ = ["ANALYSES", "AnalysisContext"]

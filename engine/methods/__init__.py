@@ -2,6 +2,7 @@
 
 from engine.methods.base import Method
 from engine.methods.dst import DST
+from engine.methods.earlybird import EBPrune, EBRetrain, EBSearch
 from engine.methods.edst import EDST
 from engine.methods.fix import Fix
 from engine.methods.gmp import GMP
@@ -17,6 +18,9 @@ METHODS: dict[str, type[Method]] = {
     "granet": GraNet,
     "gmp": GMP,
     "suptickets": SupTickets,
+    "eb_search": EBSearch,
+    "eb_prune": EBPrune,
+    "eb_retrain": EBRetrain,
 }
 
 __all__ = ["METHODS", "Method"]

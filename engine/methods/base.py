@@ -60,6 +60,10 @@ class Method:
         """A term added to the cross-entropy (e.g. a curve's L2 at the sampled t); None for none."""
         return None
 
+    def stop_requested(self) -> bool:
+        """True to end the stage early (Early-Bird's search once every ratio has its ticket)."""
+        return False
+
     def start_epoch(self, epoch: int) -> None:
         """Before the epoch's first step (e.g. Sup-tickets' re-exploration at a cycle's start)."""
 

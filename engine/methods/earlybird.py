@@ -4,16 +4,21 @@ resprune.py, main_c.py / main_scratch.py, and their low-precision *_lp.py versio
     eb_search:   train with  grad(gamma) += s * sign(gamma)  on every BatchNorm2d (network slimming, -sr)
                  after k epochs (k = 0 at initialisation): mask_p <- |gamma| > global threshold at ratio p
                  EB(p) <- the last W masks all lie within `threshold` of the newest  ->  save <stage>/eb-<100p>.pt
-                 (optionally stop once every ratio has its ticket)
+                 (stop_when_found: stop_requested() turns true once every ratio has its ticket; the trainer
+                 ends the stage when it reads that)
     eb_prune:    load the search's ticket, build the smaller network of the kept channels, copy the surviving
-                 weights; the stage's one epoch changes nothing (it only measures the pruned network)
+                 weights and set the trainer's model_kwargs = {"cfg": cfg}; the stage's one epoch changes
+                 nothing: its forward runs in eval mode without a graph, so no weight gets a gradient and no
+                 BN statistic moves; its numbers are the pruned network's accuracy before retraining (its cost
+                 is charged as one training epoch of the pruned network, a small overcount)
     eb_retrain:  train the pruned network: "inherit" the EB weights (EB Train, fine-tuning) or "reinit" them
                  (EB Train re-init); `start_epoch` runs the schedule from that absolute epoch (main_c.py's
                  --start-epoch); sparsity regularisation kept, as the scripts keep -sr
 
 Low precision (EB Train LL): any of wl_weight / wl_activate / wl_grad / wl_error / wl_momentum > 0 trains with
 8-bit block floating point through engine.lowprec (qtorch's arithmetic, written with hooks); swa = true averages
-the weights from epoch `swa_start` on (SWALP) and reports `swa_acc` each epoch, saving <stage>/swa.pt.
+the weights from epoch `swa_start` on (SWALP), re-estimates the BN statistics of that average, and records
+`swa_test_acc` / `swa_test_loss` each epoch, saving <stage>/swa.pt (not an ensemble member).
 
 The prune stage records cfg, parameters and FLOPs before and after in its method state (final.pt) and its
 metrics; the retrain stage's model is built from that cfg automatically (`init_from` = the prune stage).
