@@ -17,6 +17,7 @@ NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "none")
 METRICS = (
     "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
     "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean", "superposed_acc",
+    "curve_min_train_loss", "curve_max_train_loss", "curve_min_test_error", "curve_max_test_error",
 )
 
 

@@ -37,6 +37,9 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         names = list(g["member_names"])
         if "superposed" in names:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
+    from engine.analyses.curve import report_metrics as curve_report_metrics
+
+    out.update(curve_report_metrics(h5))
     return out
 
 

@@ -272,7 +272,6 @@ def _run(tmp_path: Path, raw: dict) -> Path:
     return out.run_dir
 
 
-@pytest.mark.slow
 def test_trained_curve_beats_the_straight_line_on_digits(tmp_path: Path) -> None:
     """Two endpoints trained from different seeds, a Bezier curve between them: the curve's highest test loss
     (and NLL) is lower than the straight segment's, and its ends are the endpoints."""

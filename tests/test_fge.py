@@ -72,13 +72,16 @@ def test_fge_recipe_is_checked(tmp_path: Path) -> None:
 
 def test_fge_collects_members_and_the_ensemble_beats_its_first_member(tmp_path: Path) -> None:
     cyclic = {"name": "cyclic", "lr_1": 0.05, "lr_2": 0.01, "cycle": 2}
-    raw = {**BASE, "stage": [
-        {"name": "train", "method": "train", "epochs": 4, "save_every": 1, "schedule": {"name": "fge"}},
+    stages = [
+        {"name": "train", "method": "train", "epochs": 5, "save_every": 1, "schedule": {"name": "fge"}},
         # the recipe's weight decay differs from the pretraining's: loading the optimizer state brings 5e-4 back
-        {"name": "fge_own_opt", "method": "fge", "epochs": 1, "init_from": "train@3", "schedule": cyclic,
+        {"name": "fge_own_opt", "method": "fge", "epochs": 1, "init_from": "train@4", "schedule": cyclic,
          "optimizer": {"weight_decay": 1e-3}, "params": {"load_optimizer": False}},
-        {"name": "fge", "method": "fge", "epochs": 6, "init_from": "train@3", "schedule": cyclic,
-         "optimizer": {"weight_decay": 1e-3}}]}
+        {"name": "fge", "method": "fge", "epochs": 6, "init_from": "train@4", "schedule": cyclic,
+         "optimizer": {"weight_decay": 1e-3}},
+    ]
+    # all 1437 training images: 23 steps an epoch
+    raw = {**BASE, "data": {**BASE["data"], "train_subset": 0}, "stage": stages}
     out = execute(load(str(_write(tmp_path, raw)))[0], root=tmp_path, out=str(tmp_path / "run"), device="cpu")
     assert out.state == "done", out.error
     run = out.run_dir
@@ -93,7 +96,7 @@ def test_fge_collects_members_and_the_ensemble_beats_its_first_member(tmp_path: 
     recipe = load(str(_write(tmp_path, raw)))[0].recipe
     fge_cfg = recipe.stage[-1]
     records = [r for r in read_metrics(run) if r.get("stage") == "fge"]
-    nb = 8  # 512 images / 64
+    nb = 23  # ceil(1437 / 64)
     assert [r["lr"] for r in records] == pytest.approx(
         [lr_at(fge_cfg.schedule, fge_cfg.optimizer.lr, e, (nb - 1) / nb, 6) for e in range(6)])
     assert [r.get("fge_members") for r in records] == [1, None, 2, None, 3, None]

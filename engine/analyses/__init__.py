@@ -3,7 +3,19 @@
 from collections.abc import Callable
 from typing import Any
 
-from engine.analyses import calibration, disagreement, earlybird, eb_overlap, kd, ood, predict, sparsity, tsne
+from engine.analyses import (
+    calibration,
+    curve,
+    disagreement,
+    earlybird,
+    eb_overlap,
+    kd,
+    ood,
+    plane,
+    predict,
+    sparsity,
+    tsne,
+)
 from engine.analyses.context import AnalysisContext
 
 ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
@@ -16,6 +28,8 @@ ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
     "tsne": tsne.run,
     "sparsity": sparsity.run,
     "earlybird": earlybird.run,
+    "curve": curve.run,
+    "plane": plane.run,
 }
 
 __all__ = ["ANALYSES", "AnalysisContext"]

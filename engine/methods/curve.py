@@ -8,7 +8,9 @@ trained networks.
         step on the trainable bends
     evaluation along the curve (`curve` analysis) re-estimates BatchNorm statistics at every t
 
-`eval_points`, `plane_grid` and `plane_margin` are read by the `curve` and `plane` analyses of the run.
+`eval_points`, `plane_grid` and `plane_margin` are read by the `curve` and `plane` analyses of the run. With
+init_linear off, every interior bend starts at the stage's fresh initialisation of the model (the original drew an
+independent initialisation per bend).
 """
 
 from __future__ import annotations
