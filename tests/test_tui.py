@@ -488,7 +488,7 @@ async def test_analysis_screen_tabs_export_and_damaged_files(world: dict) -> Non
         assert tabs.active == "tab-disagreement"
         await pilot.press("p", "p")
         assert tabs.active == "tab-earlybird"
-        await pilot.press("e")  # no matplotlib drawing of earlybird in repro.plots: the fallback figure
+        await pilot.press("e")  # this fixture's /earlybird has an older layout than repro.plots draws: the fallback
         await pilot.press("n", "e")  # predict, drawn by repro.plots.PLOTS
         await settle(pilot)
         assert (runs["done"] / "figures" / "earlybird.png").stat().st_size > 1000

@@ -51,7 +51,14 @@ def export(run_dir: Path, mode: str, group: dict[str, Any], out: Path | None = N
 
     attrs = group.get("_attrs", {})
     title = f"{attrs.get('recipe', '')} / {attrs.get('run_id', '')}: {mode}"
-    fig = PLOTS[mode](group, title) if mode in PLOTS else _fallback(group, title, mode)
+    fig = None
+    if mode in PLOTS:
+        try:
+            fig = PLOTS[mode](group, title)
+        except Exception:  # noqa: BLE001 - a group of another layout (older run) still gets the plain figure
+            plt.close("all")
+    if fig is None:
+        fig = _fallback(group, title, mode)
     out = Path(out) if out else Path(run_dir) / "figures" / f"{mode}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
