@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PAPERS = ("freetickets", "suptickets", "earlybird", "randompruning", "modeconnectivity", "demo")
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "imagenet", "synthetic-imagenet")
 NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "none")
 METRICS = (
     "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
@@ -61,6 +61,17 @@ class DataConfig(Strict):
     normalize: str = "cifar10"
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(500, gt=0)
+    # image-folder data (imagenet, synthetic-imagenet): RandomResizedCrop(image_size) + flip for training,
+    # Resize(resize) + CenterCrop(image_size) for evaluation, decoded by `workers` DataLoader processes
+    image_size: int = Field(224, ge=8, le=1024)
+    resize: int = Field(256, ge=8, le=2048)
+    workers: int = Field(8, ge=0, le=128)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DataConfig:
+        if self.resize < self.image_size:
+            raise ValueError(f"resize ({self.resize}) must be >= image_size ({self.image_size})")
+        return self
 
     @field_validator("dataset")
     @classmethod

@@ -28,6 +28,9 @@ else:  # pragma: no cover
 SMOKE_EPOCHS = 2
 SMOKE_DATA = {"dataset": "digits", "root": "", "val_split": 0, "train_subset": 256, "test_subset": 200,
               "batch_size": 64, "eval_batch_size": 200}
+SMOKE_IMAGE_DATA = {"dataset": "synthetic-imagenet", "root": "", "val_split": 0, "train_subset": 0, "test_subset": 0,
+                    "batch_size": 16, "eval_batch_size": 32, "image_size": 64, "resize": 72, "workers": 1}
+"""Image-folder recipes (ImageNet) smoke on tiny generated JPEG folders, through the same DataLoader path."""
 SMOKE_WIDTH = 0.125
 
 
@@ -143,8 +146,11 @@ def parse_sets(sets: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
 
 # ---- smoke and sweep --------------------------------------------------------------------------------
 def apply_smoke(raw: dict[str, Any]) -> None:
-    """The tiny profile: digits data cut to a few batches, a narrow model, at most two epochs a stage."""
-    raw.setdefault("data", {}).update(SMOKE_DATA)
+    """The tiny profile: digits data cut to a few batches (ImageNet recipes: tiny synthetic image folders), a
+    narrow model, at most two epochs a stage."""
+    data = raw.setdefault("data", {})
+    folders = isinstance(data, dict) and data.get("dataset") == "imagenet"
+    data.update(SMOKE_IMAGE_DATA if folders else SMOKE_DATA)
     model = raw.setdefault("model", {})
     model["width"] = min(float(model.get("width", 1.0)), SMOKE_WIDTH)
     raw.setdefault("run", {})["compile"] = False
