@@ -8,7 +8,8 @@ no host synchronisation inside the loop.
 
 Datasets: ``cifar10`` and ``cifar100`` (torchvision's download, read straight from its pickle batches),
 ``digits`` (scikit-learn's bundled handwritten digits, resized to 32x32x3; no download) and
-``synthetic`` (deterministic random images, for benchmarks and tests).
+``synthetic`` (deterministic random images, for benchmarks and tests). ``imagenet`` and ``synthetic-imagenet``
+are image folders on disk, read by :mod:`engine.imagefolder`; :func:`make_loader` picks the loader a split needs.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ __all__ = [
     "data_root",
     "default_normalize",
     "load_dataset",
+    "make_loader",
     "make_synthetic",
     "normalize_stats",
 ]
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "synthetic")
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "synthetic", "imagenet", "synthetic-imagenet")
 """Names :func:`load_dataset` accepts (``synthetic-K`` gives K classes)."""
 
 NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -61,7 +63,9 @@ NORMALIZE: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 """Per-channel (mean, std) in [0, 1] units, by name; a loader's ``normalize`` picks one."""
 
-_DEFAULT_NORMALIZE = {"cifar10": "cifar10", "cifar100": "cifar100", "digits": "digits", "synthetic": "none"}
+_DEFAULT_NORMALIZE = {"cifar10": "cifar10", "cifar100": "cifar100", "digits": "digits", "synthetic": "none",
+                      "imagenet": "imagenet"}
+_FOLDER_DATASETS = ("imagenet", "synthetic-imagenet")
 
 _CIFAR_CLASSES = {"cifar10": ("CIFAR10", 10, "labels"), "cifar100": ("CIFAR100", 100, "fine_labels")}
 
@@ -94,6 +98,15 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one image, ``(C, H, W)``."""
+        return tuple(self.x.shape[1:])
+
+    def subset(self, k: int) -> Split:
+        """The first ``k`` images."""
+        return Split(self.x[:k], self.y[:k])
+
 
 @dataclass
 class Dataset:
@@ -105,7 +118,7 @@ class Dataset:
     """
 
     name: str
-    train: Split
+    train: Split  # or an engine.imagefolder.FolderSplit: same y / image_shape / subset / len
     test: Split
     num_classes: int
     val: Split | None = None
@@ -135,9 +148,10 @@ def default_normalize(name: str) -> str:
 
 
 def load_dataset(
-    name: str, root: str | Path | None = None, *, val_split: int = 0, download: bool = True
+    name: str, root: str | Path | None = None, *, val_split: int = 0, download: bool = True,
+    image_size: int = 224, resize: int = 256, workers: int = 8,
 ) -> Dataset:
-    """Load a dataset by name into uint8 CPU tensors.
+    """Load a dataset by name into uint8 CPU tensors (image folders: file lists, read batch by batch).
 
     ``val_split=N > 0`` holds out the LAST N training images (no shuffle first, as the originals do) as the
     evaluation split, named ``"val"``; otherwise the official test set is used. CIFAR is downloaded into
@@ -145,6 +159,17 @@ def load_dataset(
     one-line :class:`DataError` names the folder to fill.
     """
     key = name.strip().lower()
+    if key in _FOLDER_DATASETS:
+        from engine.imagefolder import load_folder_dataset
+
+        if val_split:
+            raise DataError(f"val_split is not supported for {key} (its val/ folder is the evaluation split)")
+        base = data_root(root)
+        if key == "imagenet" and (root is None or str(root) == ""):
+            base = base / "imagenet"
+        train, test, num_classes = load_folder_dataset(key, base, image_size=image_size, resize=resize,
+                                                       workers=workers)
+        return Dataset(key, train, test, num_classes)  # type: ignore[arg-type]
     if key in _CIFAR_CLASSES:
         train, test, num_classes = _load_cifar(key, data_root(root), download)
     elif key == "digits":
@@ -246,6 +271,19 @@ def _read_cifar_batches(files: Sequence[Path], label_key: str, num_classes: int)
 
 
 # ---- digits ----------------------------------------------------------------------------------------------
+
+
+def make_loader(split: Split, batch_size: int, *, train: bool, augment: Augment | None = None,
+                **kwargs: object) -> DeviceLoader:
+    """The loader a split needs: :class:`DeviceLoader` for in-memory tensors, a DataLoader-backed
+    :class:`engine.imagefolder.FolderLoader` for image folders (crop and flip are then its own; ``augment``
+    only says whether to flip)."""
+    from engine.imagefolder import FolderLoader, FolderSplit
+
+    if isinstance(split, FolderSplit):
+        flip = augment.flip if augment is not None else False
+        return FolderLoader(split, batch_size, train=train, flip=flip, **kwargs)  # type: ignore[return-value,arg-type]
+    return DeviceLoader(split, batch_size, train=train, augment=augment, **kwargs)  # type: ignore[arg-type]
 
 
 def _load_digits() -> tuple[Split, Split, int]:
@@ -440,6 +478,9 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if not isinstance(split, Split):
+            raise DataError(f"DeviceLoader takes an in-memory Split, not {type(split).__name__}: "
+                            "use engine.data.make_loader")
         if batch_size <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from engine import dist
 from engine.config import Recipe, StageConfig
-from engine.data import Augment, Dataset, DeviceLoader, Split, load_dataset
+from engine.data import Augment, Dataset, DeviceLoader, load_dataset, make_loader
 from engine.device import amp_dtype, autocast
 from engine.evaluate import evaluate, predict_probs
 from engine.flops import CostMeter, layer_flops
@@ -55,13 +55,14 @@ class StageContext:
 def recipe_data(recipe: Recipe) -> Dataset:
     """The recipe's data set, cut to the first `train_subset`/`test_subset` images when those are set."""
     d = recipe.data
-    data = load_dataset(d.dataset, d.root or None, val_split=d.val_split)
+    data = load_dataset(d.dataset, d.root or None, val_split=d.val_split, image_size=d.image_size,
+                        resize=d.resize, workers=d.workers)
     if d.train_subset:
-        data.train = Split(data.train.x[: d.train_subset], data.train.y[: d.train_subset])
+        data.train = data.train.subset(d.train_subset)
     if d.test_subset:
-        data.test = Split(data.test.x[: d.test_subset], data.test.y[: d.test_subset])
+        data.test = data.test.subset(d.test_subset)
         if data.val is not None:
-            data.val = Split(data.val.x[: d.test_subset], data.val.y[: d.test_subset])
+            data.val = data.val.subset(d.test_subset)
     return data
 
 
@@ -71,11 +72,11 @@ def make_loaders(recipe: Recipe, data: Dataset, device: torch.device,
     d = recipe.data
     aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
     cl = recipe.run.channels_last and device.type == "cuda"
-    train = DeviceLoader(data.train, d.batch_size, device=device, train=True, augment=aug,
-                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
-                         rank=dist.rank(), world_size=dist.world())
-    test = DeviceLoader(data.eval, d.eval_batch_size, device=device, train=False,
-                        normalize=d.normalize, channels_last=cl)
+    train = make_loader(data.train, d.batch_size, device=device, train=True, augment=aug,
+                        normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
+                        rank=dist.rank(), world_size=dist.world())
+    test = make_loader(data.eval, d.eval_batch_size, device=device, train=False,
+                       normalize=d.normalize, channels_last=cl)
     return train, test
 
 
@@ -119,7 +120,7 @@ class Trainer:
         self.step = 0  # optimizer steps taken in this stage
         self.best_acc = -math.inf
         self.last_eval: dict[str, float] = {}
-        self.cost = CostMeter(layer_flops(self.model, tuple(ctx.data.train.x.shape[1:])))
+        self.cost = CostMeter(layer_flops(self.model, ctx.data.train.image_shape))
 
     # ---- paths -------------------------------------------------------------------------------------
     @property
@@ -270,8 +271,8 @@ class Trainer:
         if not hasattr(self, "_trajectory"):
             k = self.ctx.recipe.analysis.tsne_images
             test = self.ctx.data.test
-            self._traj_loader = DeviceLoader(Split(test.x[:k], test.y[:k]), self.ctx.recipe.data.eval_batch_size,
-                                             device=self.device, train=False, normalize=self.ctx.recipe.data.normalize)
+            self._traj_loader = make_loader(test.subset(k), self.ctx.recipe.data.eval_batch_size,
+                                            device=self.device, train=False, normalize=self.ctx.recipe.data.normalize)
             self._trajectory = load_checkpoint(path) if path.exists() else {"epoch": [], "member": [], "probs": []}
             if path.exists():  # resumed: drop points after the restored epoch
                 keep = [i for i, e in enumerate(self._trajectory["epoch"].tolist()) if e < self.epoch]
@@ -296,8 +297,8 @@ class Trainer:
         dist.check_identical(self.model, f"stage '{self.cfg.name}'")
         if self.ctx.data.val is not None:
             self.model.eval()
-            loader = DeviceLoader(self.ctx.data.test, self.ctx.recipe.data.eval_batch_size, device=self.device,
-                                  train=False, normalize=self.ctx.recipe.data.normalize)
+            loader = make_loader(self.ctx.data.test, self.ctx.recipe.data.eval_batch_size, device=self.device,
+                                 train=False, normalize=self.ctx.recipe.data.normalize)
             ev = evaluate(self.method.eval_forward, loader, self.amp)
             self.model.train()
             self.ctx.log.metric({"stage": self.cfg.name, "epoch": self.epoch, "final": True,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from engine.config import Recipe
-from engine.data import Dataset, DeviceLoader
+from engine.data import Dataset, DeviceLoader, make_loader
 from engine.device import amp_dtype, autocast
 from engine.io import load_checkpoint
 from engine.models import create_model
@@ -44,8 +44,8 @@ class AnalysisContext:
 
     def eval_loader(self) -> DeviceLoader:
         d = self.recipe.data
-        return DeviceLoader(self.data.test, d.eval_batch_size, device=self.device, train=False,
-                            normalize=d.normalize)
+        return make_loader(self.data.test, d.eval_batch_size, device=self.device, train=False,
+                           normalize=d.normalize)
 
     def amp(self) -> Any:
         return autocast(self.device, amp_dtype(self.device, self.recipe.run.precision))

@@ -74,7 +74,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
 
     # what each ticket prunes to
     m = ctx.recipe.model
-    nc, shape = ctx.data.num_classes, tuple(ctx.data.train.x.shape[1:])
+    nc, shape = ctx.data.num_classes, tuple(ctx.data.train.image_shape)
     torch.manual_seed(0)
     dense = create_model(m.arch, nc, m.width)
     cost = model_cost(dense, shape)

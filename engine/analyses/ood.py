@@ -11,7 +11,7 @@ import torch
 
 from engine.analyses.context import AnalysisContext
 from engine.analyses.ensemble import max_softmax, ood_metrics
-from engine.data import DeviceLoader, Split, load_dataset
+from engine.data import Split, load_dataset, make_loader, make_synthetic
 from engine.evaluate import predict_probs
 from engine.store import write_group
 
@@ -22,12 +22,17 @@ def ood_split(ctx: AnalysisContext) -> Split:
     if name == trained_on:
         raise ValueError(f"analysis.ood_dataset: '{name}' is the training dataset; choose another for ood")
     d = ctx.recipe.data
-    test = load_dataset(name, d.root or None).test
+    want = tuple(ctx.data.test.image_shape)
+    if name == "synthetic" or (name.startswith("synthetic-") and name[10:].isdigit()):
+        # generated at the model's image shape, so any recipe can smoke-test its OOD analysis
+        classes = 10 if name == "synthetic" else int(name.split("-")[1])
+        test = make_synthetic(num_classes=classes, shape=want).test  # type: ignore[arg-type]
+    else:
+        test = load_dataset(name, d.root or None, image_size=d.image_size, resize=d.resize, workers=d.workers).test
     if d.test_subset:
-        test = Split(test.x[: d.test_subset], test.y[: d.test_subset])
-    want = tuple(ctx.data.test.x.shape[1:])
-    if tuple(test.x.shape[1:]) != want:
-        raise ValueError(f"analysis.ood_dataset: '{name}' images are {tuple(test.x.shape[1:])}, the model takes {want}")
+        test = test.subset(d.test_subset)
+    if tuple(test.image_shape) != want:
+        raise ValueError(f"analysis.ood_dataset: '{name}' images are {tuple(test.image_shape)}, the model takes {want}")
     return test
 
 
@@ -37,7 +42,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     out_split = ood_split(ctx)
     d = ctx.recipe.data
     in_loader = ctx.eval_loader()
-    out_loader = DeviceLoader(out_split, d.eval_batch_size, device=ctx.device, train=False, normalize=d.normalize)
+    out_loader = make_loader(out_split, d.eval_batch_size, device=ctx.device, train=False, normalize=d.normalize)
     members = ctx.members()
     p_in: torch.Tensor | None = None
     p_out: torch.Tensor | None = None
