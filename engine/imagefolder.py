@@ -201,13 +201,20 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
 
 
 class _Images(torch.utils.data.Dataset):
-    """Decodes and crops one image per index; training indices arrive as (epoch, index) pairs."""
+    """Decodes and crops one image per index; training indices arrive as (epoch, index) pairs.
+
+    Paths and labels are held as two numpy arrays, not Python lists: forked workers then share them without
+    copy-on-write growth (a list of 1.28M str objects would be copied page by page into every worker).
+    """
 
     def __init__(self, split: FolderSplit, train: bool, seed: int, flip: bool) -> None:
-        self.split, self.train, self.seed, self.flip = split, train, seed, flip
+        self.train, self.seed, self.flip = train, seed, flip
+        self.image_size, self.resize, self.scale = split.image_size, split.resize, split.scale
+        self.paths = np.array([os.fsencode(f) for f in split.files])
+        self.labels = np.asarray(split.labels, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.split)
+        return len(self.paths)
 
     def _read(self, path: str) -> torch.Tensor:
         """uint8 [3, H, W] decoded by Pillow (torchvision.io's decoders are deprecated from 0.29)."""
@@ -223,19 +230,18 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         import torchvision.transforms.v2.functional as TF
 
-        s = self.split
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        img = self._read(s.files[index])
-        size = [s.image_size, s.image_size]
+        img = self._read(os.fsdecode(self.paths[index]))
+        size = [self.image_size, self.image_size]
         if self.train:
             gen = torch.Generator().manual_seed(_image_seed(self.seed, epoch, index))
-            top, left, h, w = random_resized_crop_box(img.shape[-2], img.shape[-1], s.scale, gen)
+            top, left, h, w = random_resized_crop_box(img.shape[-2], img.shape[-1], self.scale, gen)
             img = TF.resized_crop(img, top, left, h, w, size, antialias=True)
             if self.flip and bool(torch.rand(1, generator=gen) < 0.5):
                 img = img.flip(-1)
         else:
-            img = TF.center_crop(TF.resize(img, [s.resize], antialias=True), size)
-        return img.contiguous(), s.labels[index]
+            img = TF.center_crop(TF.resize(img, [self.resize], antialias=True), size)
+        return img.contiguous(), int(self.labels[index])
 
 
 class _EpochSampler(DistributedSampler):
