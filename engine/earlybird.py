@@ -1,5 +1,6 @@
 """Early-Bird tickets (You et al., ICLR 2020): channel masks from BN scales, mask distance, the EB detector, and
-real channel pruning of the network-slimming VGG and PreResNet (engine/models/earlybird.py).
+real channel pruning of the network-slimming VGG and PreResNet (engine/models/earlybird.py) and of the ImageNet
+ResNets (engine/models/imagenet.py; only each block's inner widths).
 
     scales   <- |gamma| of every BatchNorm2d, in module order, as one vector of length N
     mask_p   <- scales > sorted(scales)[int(N * p)]            (one global threshold; strict >)
@@ -25,6 +26,7 @@ from torch import nn
 
 from engine.flops import dense_forward_flops, param_counts
 from engine.models.earlybird import EBPreResNet, SlimmingVGG
+from engine.models.imagenet import BasicBlock, ImageNetResNet
 
 __all__ = [
     "EarlyBird",
@@ -209,8 +211,26 @@ def layer_masks(model: nn.Module, ratio: float, min_channels: int = 1) -> list[t
     return out
 
 
+def _inner_bns(block: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BNs of an ImageNet ResNet block whose channels pruning removes: bn1 (basic), bn1 and bn2 (bottleneck)."""
+    return [block.bn1] if isinstance(block, BasicBlock) else [block.bn1, block.bn2]
+
+
+def _masks_by_bn(model: nn.Module, masks: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+    """id(BN) -> its mask, checking that `masks` has one entry of the right length per BatchNorm2d."""
+    bns = bn_layers(model)
+    if len(masks) != len(bns) or any(m.numel() != bn.num_features for m, bn in zip(masks, bns)):
+        raise ValueError(f"expected one mask per BatchNorm2d ({len(bns)}, in module order) of matching length, "
+                         f"got {len(masks)}")
+    return {id(bn): m for bn, m in zip(bns, masks)}
+
+
 def pruned_cfg(model: nn.Module, masks: Sequence[torch.Tensor]) -> list[int | str]:
-    """The `cfg=` of the pruned network: VGG kept counts with 'M' in place; PreResNet one entry per BN."""
+    """The `cfg=` of the pruned network: VGG kept counts with 'M' in place; PreResNet one entry per BN;
+    ImageNet ResNet the kept counts of each block's inner BNs (bn1, and bn2 of a bottleneck), in block order."""
+    if isinstance(model, ImageNetResNet):
+        by_bn = _masks_by_bn(model, masks)
+        return [int(by_bn[id(bn)].sum()) for b in model.blocks() for bn in _inner_bns(b)]
     counts = [int(m.sum()) for m in masks]
     if isinstance(model, SlimmingVGG):
         it = iter(counts)
@@ -220,8 +240,8 @@ def pruned_cfg(model: nn.Module, masks: Sequence[torch.Tensor]) -> list[int | st
     raise ValueError(_UNSUPPORTED.format(type(model).__name__))
 
 
-_UNSUPPORTED = ("Early-Bird channel pruning supports the slimming VGG (eb-vggD, cifar-vggD) and the EB PreResNet "
-                "(eb-preresnetD); got {}. (ResNet-18/50 ImageNet pruning is not implemented.)")
+_UNSUPPORTED = ("Early-Bird channel pruning supports the slimming VGG (eb-vggD, cifar-vggD), the EB PreResNet "
+                "(eb-preresnetD) and the ImageNet ResNets (resnet18/34/50/101/152, wide_resnet50_2/101_2); got {}")
 
 
 @dataclass
@@ -299,6 +319,34 @@ def _copy_preresnet(src: EBPreResNet, dst: EBPreResNet, masks: Sequence[torch.Te
     dst.fc.bias.copy_(src.fc.bias)
 
 
+@torch.no_grad()
+def _copy_imagenet_resnet(src: ImageNetResNet, dst: ImageNetResNet, masks: Sequence[torch.Tensor]) -> None:
+    """Copy the kept weights: the stem, each block's output side, the downsample and the fc whole; each block's
+    inner convs sliced by its inner BN masks (conv1 out / conv2 in; bottleneck also conv2 out / conv3 in)."""
+    if src.kind != dst.kind or len(src.blocks()) != len(dst.blocks()):
+        raise ValueError(f"pruned network ({dst.arch}) does not match the source ({src.arch})")
+    dev = src.fc.weight.device
+    by_bn = _masks_by_bn(src, masks)
+    dst.conv1.weight.copy_(src.conv1.weight)
+    _copy_bn(dst.bn1, src.bn1)
+    for bs, bd in zip(src.blocks(), dst.blocks()):
+        i1 = _idx(by_bn[id(bs.bn1)], dev)
+        bd.conv1.weight.copy_(bs.conv1.weight.index_select(0, i1))
+        _copy_bn(bd.bn1, bs.bn1, i1)
+        if isinstance(bs, BasicBlock):
+            bd.conv2.weight.copy_(bs.conv2.weight.index_select(1, i1))  # output = residual width, kept
+            _copy_bn(bd.bn2, bs.bn2)
+        else:
+            i2 = _idx(by_bn[id(bs.bn2)], dev)
+            bd.conv2.weight.copy_(bs.conv2.weight.index_select(0, i2).index_select(1, i1))
+            _copy_bn(bd.bn2, bs.bn2, i2)
+            bd.conv3.weight.copy_(bs.conv3.weight.index_select(1, i2))  # output = residual width, kept
+            _copy_bn(bd.bn3, bs.bn3)
+        if bs.downsample is not None:
+            bd.downsample.load_state_dict(bs.downsample.state_dict())
+    dst.fc.load_state_dict(src.fc.state_dict())
+
+
 def prune_channels(model: nn.Module, ratio: float, build: Callable[[list[int | str]], nn.Module],
                    min_channels: int = 1) -> PruneResult:
     """Prune `model` at `ratio` (one global |gamma| threshold) into `build(cfg)`, copying the surviving weights.
@@ -307,10 +355,13 @@ def prune_channels(model: nn.Module, ratio: float, build: Callable[[list[int | s
     Linear the columns of the last BN's kept channels. PreResNet: each block's pre-activation bn1 stays whole
     and its channel selection takes bn1's mask; conv1 [kept bn2, kept bn1], conv2 [kept bn3, kept bn2], conv3
     [all, kept bn3] (residual widths are not pruned); the stem conv and downsample convs are copied whole; the
-    head BN stays whole with its selection, the fc takes the kept columns. The new network is returned on the
-    source's device, in the source's training mode.
+    head BN stays whole with its selection, the fc takes the kept columns. ImageNet ResNet (resprune.py's
+    ResNet-18 scheme, also used for the bottlenecks): only each block's inner widths shrink (bn1; bn2 too in a
+    bottleneck); the stem, every block's output conv/BN, the downsample and the fc are copied whole, so the
+    residual widths stay. The masks still come from the threshold over every BN (residual BNs included). The new
+    network is returned on the source's device, in the source's training mode.
     """
-    if not isinstance(model, (SlimmingVGG, EBPreResNet)):
+    if not isinstance(model, (SlimmingVGG, EBPreResNet, ImageNetResNet)):
         raise ValueError(_UNSUPPORTED.format(type(model).__name__))
     r = _check_ratio(ratio)
     scales = bn_scales(model)
@@ -321,6 +372,10 @@ def prune_channels(model: nn.Module, ratio: float, build: Callable[[list[int | s
     new = build(cfg).to(dev)
     if isinstance(model, SlimmingVGG):
         _copy_vgg(model, new, masks)
+    elif isinstance(model, ImageNetResNet):
+        if not isinstance(new, ImageNetResNet):
+            raise ValueError(f"build(cfg) must return an ImageNet ResNet, got {type(new).__name__}")
+        _copy_imagenet_resnet(model, new, masks)
     else:
         _copy_preresnet(model, new, masks)
     new.train(model.training)

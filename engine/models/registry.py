@@ -2,7 +2,7 @@
 
 Parametric families (`wrn-D-K`, `preresnetD`, `cifar_resnet_A_B`, ...) are matched by pattern, so any valid
 depth or width works; `list_archs()` shows them by example. Two seed spellings collide once lower-cased:
-Sup-tickets' CIFAR `ResNet50` is `cifar-resnet50` (`resnet50` is torchvision's ImageNet net), and the
+Sup-tickets' CIFAR `ResNet50` is `cifar-resnet50` (`resnet50` is the torchvision-compatible ImageNet net), and the
 random-pruning / Sup-tickets `vgg19` (slimming VGG, single Linear head) is `cifar-vgg19` (`vgg19` is FGE's).
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 from .cifar_resnet import CifarResNet
 from .common import check_width
 from .earlybird import EB_VGG_CFG, EBPreResNet, SlimmingVGG
-from .imagenet import BUILDERS as IMAGENET_BUILDERS
+from .imagenet import ARCHS as IMAGENET_ARCHS
 from .imagenet import imagenet_resnet
 from .preresnet import PreResNet, preresnet_blocks
 from .suptickets_resnet import STAGES as CIFAR_STEM_STAGES
@@ -160,11 +160,11 @@ _FAMILIES: tuple[_Family, ...] = (
         build=lambda p, c, w: CifarStemResNet(p[0], c, w),
     ),
     _Family(
-        pattern="(" + "|".join(IMAGENET_BUILDERS) + ")",
-        examples=tuple(IMAGENET_BUILDERS),
+        pattern="(" + "|".join(IMAGENET_ARCHS) + ")",
+        examples=tuple(IMAGENET_ARCHS),
         canonical=lambda p: p[0],
         build=lambda p, c, w, **o: imagenet_resnet(p[0], c, w, **o),
-        options=("conv_init",),
+        options=("conv_init", "cfg"),
     ),
 )
 
@@ -211,8 +211,8 @@ def canonical_arch(name: str) -> str:
 def create_model(arch: str, num_classes: int, width: float = 1.0, **kwargs: Any) -> nn.Module:
     """Build `arch` (any spelling `canonical_arch` accepts) with `num_classes` outputs, returning raw logits.
 
-    `width` multiplies every internal channel count (torchvision models accept only 1.0); `kwargs` are the
-    family's options (e.g. `cfg=` for eb-*, `dropout=` for WRNs and FGE VGGs, `conv_init=` for torchvision).
+    `width` multiplies every internal channel count; `kwargs` are the family's options (e.g. `cfg=` for eb-* and
+    the ImageNet ResNets, `dropout=` for WRNs and FGE VGGs, `conv_init=` for the ImageNet ResNets).
     """
     family, params, canonical = _resolve(arch)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
