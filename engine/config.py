@@ -93,6 +93,7 @@ class ModelConfig(Strict):
 
     arch: str
     width: float = Field(1.0, gt=0, le=16)
+    conv_init: Literal["fan_out", "fan_in"] | None = None  # ImageNet ResNets: the seeds' `-c classic|fanin`
 
     @field_validator("arch")
     @classmethod
@@ -104,6 +105,18 @@ class ModelConfig(Strict):
         except UnknownArch as e:
             raise ValueError(str(e)) from None
         return v
+
+    @model_validator(mode="after")
+    def _options(self) -> ModelConfig:
+        from engine.models.registry import _resolve
+
+        if self.conv_init is not None and "conv_init" not in _resolve(self.arch)[0].options:
+            raise ValueError(f"conv_init applies to the ImageNet ResNets only, not to arch '{self.arch}'")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The family options set here, as create_model keyword arguments (only what the recipe sets)."""
+        return {} if self.conv_init is None else {"conv_init": self.conv_init}
 
 
 class OptimizerConfig(Strict):
@@ -129,6 +142,9 @@ class ScheduleConfig(Strict):
     lr_2: float = Field(1e-4, gt=0, le=10)
     cycle: int = Field(4, gt=0)
     warmup_epochs: int = Field(0, ge=0)
+    # "step": lr·(e + frac)/W, rising every step; "epoch": lr·(e + 1)/(W + 1) for the whole epoch e
+    # (the ImageNet scripts of FreeTickets, Sup-tickets and random pruning)
+    warmup_style: Literal["step", "epoch"] = "step"
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleConfig:

@@ -35,10 +35,11 @@ def build_stage_model(
     """The stage's starting model: seeded fresh init, then an earlier stage's weights if `init_from` says so."""
     torch.manual_seed((recipe.run.seed if stage.seed is None else stage.seed) + 1000 * index)
     if not stage.init_from:
-        return create_model(recipe.model.arch, num_classes, recipe.model.width)
+        return create_model(recipe.model.arch, num_classes, recipe.model.width, **recipe.model.options())
     state = load_checkpoint(checkpoint_path(run_dir, stage.init_from))
     # a checkpoint of a physically pruned network says how to build it (e.g. Early-Bird's channel cfg)
-    model = create_model(recipe.model.arch, num_classes, recipe.model.width, **state.get("model_kwargs", {}))
+    kwargs = {**recipe.model.options(), **state.get("model_kwargs", {})}
+    model = create_model(recipe.model.arch, num_classes, recipe.model.width, **kwargs)
     model.load_state_dict(state["model"])
     model.model_kwargs = dict(state.get("model_kwargs", {}))  # type: ignore[assignment]
     return model

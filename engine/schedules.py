@@ -16,10 +16,13 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
     fge: dnn-mode-connectivity train.py, per epoch with a = (epoch+1)/E: 1 up to a = 0.5, then linear to
     0.01 at a = 0.9, then 0.01.
     cyclic: fge.py's triangle per step, lr_1 at cycle edges and lr_2 at mid-cycle (cycle in epochs).
+    Warm-up (any schedule but cyclic) for the first `warmup_epochs`: see `warmup_lr`.
     """
     name = cfg.name
-    if cfg.warmup_epochs and epoch < cfg.warmup_epochs and name != "cyclic":
-        return base_lr * (epoch + frac + 1e-12) / cfg.warmup_epochs
+    if name != "cyclic":
+        warm = warmup_lr(cfg, base_lr, epoch, frac)
+        if warm is not None:
+            return warm
     if name == "constant":
         return base_lr
     if name == "multistep":
@@ -46,6 +49,21 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
     raise ValueError(f"unknown schedule '{name}'")
 
 
+def warmup_lr(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float) -> float | None:
+    """The warm-up learning rate for 0-based `epoch` (None once it is over): linear warm-up over W epochs.
+
+    step: base·(epoch + frac)/W, rising every step (a tiny epsilon keeps the very first step off zero).
+    epoch: base·(epoch + 1)/(W + 1), constant within the epoch, as the ImageNet scripts of FreeTickets,
+    Sup-tickets and random pruning set it once per epoch (never reaching base during the warm-up).
+    """
+    w = cfg.warmup_epochs
+    if not w or epoch >= w:
+        return None
+    if cfg.warmup_style == "epoch":
+        return base_lr * (epoch + 1) / (w + 1)
+    return base_lr * (epoch + frac + 1e-12) / w
+
+
 def edst_boundaries(epochs: int, explore: int, phases: int) -> tuple[float, list[int], list[int]]:
     """main_EDST.py's phase bookkeeping: phase length I = (E - explore)/M (may be fractional), restart epochs
     R1 = ceil(explore + k·I) for k = 1..M-1 and mid-phase epochs R2 = ceil(explore + k·I + I/2) for k = 0..M-1
@@ -56,10 +74,28 @@ def edst_boundaries(epochs: int, explore: int, phases: int) -> tuple[float, list
     return length, restarts, mids
 
 
+def edst_phase_starts(epochs: int, explore: int, phases: int) -> list[int]:
+    """The 0-based first epoch of each refinement phase: `explore`, then the restart epochs R1."""
+    return [explore] + edst_boundaries(epochs, explore, phases)[1]
+
+
 def edst_lr(base_lr: float, epoch: int, epochs: int, explore: int, phases: int,
-            refine_lr: float = 0.01, low_lr: float = 0.001) -> float:
+            refine_lr: float = 0.01, low_lr: float = 0.001,
+            table: list[list[float]] | None = None) -> float:
     """EDST's learning rate for 0-based `epoch`: `base_lr` while exploring, then per refinement phase `refine_lr`
-    for its first half and `low_lr` for its second (absolute values, as the original sets them)."""
+    for its first half and `low_lr` for its second (absolute values, as the original sets them).
+
+    `table` = [[offset, lr], ...] (offsets in epochs from the phase's start, the first 0, increasing) replaces the
+    two halves: in every phase the lr of the last row whose offset is <= the epoch's offset. ImageNet main.py's
+    [[0, 0.01], [30, 0.001], [60, 0.0001]] over 70-epoch phases gives 0.01 at epochs 30/100/170/240, 0.001 at
+    60/130/200/270 and 0.0001 at 90/160/230/300.
+    """
+    if table is not None:
+        starts = edst_phase_starts(epochs, explore, phases)
+        if epoch < starts[0]:
+            return base_lr
+        offset = epoch - max(s for s in starts if s <= epoch)
+        return [lr for off, lr in table if off <= offset][-1]
     _, restarts, mids = edst_boundaries(epochs, explore, phases)
     events = [(explore, 0, refine_lr)] + [(b, 1, low_lr) for b in mids] + [(b, 2, refine_lr) for b in restarts]
     passed = [e for e in events if e[0] < epoch + 1]

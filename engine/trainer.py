@@ -68,11 +68,19 @@ def recipe_data(recipe: Recipe) -> Dataset:
 
 def make_loaders(recipe: Recipe, data: Dataset, device: torch.device,
                  seed: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
-    """The training loader (shuffled, augmented) and the evaluation loader of a recipe."""
+    """The training loader (shuffled, augmented) and the evaluation loader of a recipe.
+
+    `[data].batch_size` is the global batch: under DDP each of N ranks draws batch_size / N images a step, so a
+    recipe optimises the same way on any number of GPUs. Every rank evaluates the whole evaluation split.
+    """
     d = recipe.data
+    world = dist.world()
+    if d.batch_size % world:
+        raise ValueError(f"data.batch_size ({d.batch_size}) is the global batch and must divide evenly over "
+                         f"{world} processes")
     aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
     cl = recipe.run.channels_last and device.type == "cuda"
-    train = make_loader(data.train, d.batch_size, device=device, train=True, augment=aug,
+    train = make_loader(data.train, d.batch_size // world, device=device, train=True, augment=aug,
                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
                         rank=dist.rank(), world_size=dist.world())
     test = make_loader(data.eval, d.eval_batch_size, device=device, train=False,

@@ -156,7 +156,8 @@ def test_synthetic_is_deterministic_and_sized():
 def test_unknown_dataset_message():
     with pytest.raises(DataError) as err:
         load_dataset("mnist")
-    assert str(err.value) == "unknown dataset 'mnist'; choose from cifar10, cifar100, digits, synthetic, imagenet, synthetic-imagenet"
+    assert str(err.value) == ("unknown dataset 'mnist'; choose from cifar10, cifar100, digits, synthetic, imagenet, "
+                              "synthetic-imagenet")
 
 
 def test_val_split_holds_out_the_last_training_images():

@@ -196,5 +196,5 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     res = subprocess.run([*repro, "validate", str(good), str(bad)], capture_output=True, text=True)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [f"{bad}: model.depth: unknown key; choose from arch, width"]
+    assert res.stderr.strip().splitlines() == [f"{bad}: model.depth: unknown key; choose from arch, width, conv_init"]
     assert "Traceback" not in res.stderr

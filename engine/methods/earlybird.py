@@ -142,10 +142,10 @@ class _EBBase(Method):
     def _build(self, model_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
         t = self.trainer
         m = t.ctx.recipe.model
-        return create_model(m.arch, t.ctx.data.num_classes, m.width, **(model_kwargs or {}))
+        return create_model(m.arch, t.ctx.data.num_classes, m.width, **{**m.options(), **(model_kwargs or {})})
 
     def _input_shape(self) -> tuple[int, ...]:
-        return tuple(self.trainer.ctx.data.train.x.shape[1:])
+        return tuple(self.trainer.ctx.data.train.image_shape)
 
     def state_dict(self) -> dict[str, Any]:
         return {"swa": dict(self.swa_state), "swa_n": self.swa_n}

@@ -3,10 +3,13 @@
     masks <- ERK at the density; DST prune-and-grow every update_frequency steps throughout
     exploration: epochs 1..E_explo at the base learning rate
     for each refinement phase k = 1..M (I = (E - E_explo)/M epochs each):
-        lr 0.01 for the first half, 0.001 for the second
+        lr 0.01 for the first half, 0.001 for the second (or per `phase_schedule`: ImageNet's 0.01 / 0.001 / 0.0001)
         ticket k <- the phase's best checkpoint on the validation split
         between phases: one large prune-and-regrow (large_death_rate), lr back to 0.01
     ensemble <- mean of the M tickets' softmax outputs
+
+The stage's `[schedule]` warm-up (warmup_epochs, warmup_style) applies during exploration; the rest of the
+schedule table is not used (EDST sets its own absolute rates, as `--nolrsche` / ImageNet's train_loop do).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.config import Strict
 from engine.io import save_checkpoint
 from engine.methods.dst import DST
-from engine.schedules import edst_boundaries, edst_lr
+from engine.schedules import edst_boundaries, edst_lr, edst_phase_starts, warmup_lr
+from engine.sparse.topology import prune_rate_at
 
 
 class EDST(DST):
@@ -32,6 +36,23 @@ class EDST(DST):
         refine_lr: float = Field(0.01, gt=0)
         low_lr: float = Field(0.001, gt=0)
         jump: bool = True  # the large prune-and-regrow between phases (off with --fix)
+        # [[offset, lr], ...] within every phase (offsets in epochs from its start; empty: refine_lr, then low_lr)
+        phase_schedule: list[list[float]] = Field(default_factory=list)
+        # restart the prune-rate decay ([sparse].prune_rate_schedule) at every jump, over one phase; the first
+        # period spans exploration + phase 1 (ImageNet main.py: CosineDecay over 100 epochs, then 70 per phase)
+        prune_rate_restart: bool = False
+
+        @field_validator("phase_schedule")
+        @classmethod
+        def _table(cls, v: list[list[float]]) -> list[list[float]]:
+            if any(len(row) != 2 for row in v):
+                raise ValueError("phase_schedule must be a list of [offset, lr] pairs")
+            offsets = [row[0] for row in v]
+            if offsets and offsets[0] != 0 or any(b <= a for a, b in zip(offsets, offsets[1:])):
+                raise ValueError("phase_schedule offsets must start at 0 and increase")
+            if any(o != int(o) for o in offsets) or any(row[1] <= 0 for row in v):
+                raise ValueError("phase_schedule offsets must be whole epochs and its rates positive")
+            return [[int(o), float(lr)] for o, lr in v]
 
     @classmethod
     def check(cls, stage: Any) -> list[tuple[str, str]]:
@@ -49,9 +70,26 @@ class EDST(DST):
         self.saved: list[int] = []
 
     def lr(self, epoch: int, frac: float) -> float:
-        p = self.params
-        return edst_lr(self.trainer.cfg.optimizer.lr, epoch, self.trainer.cfg.epochs, p.epochs_explo, p.model_num,
-                       p.refine_lr, p.low_lr)
+        """The warm-up of the stage's schedule while exploring, then EDST's absolute per-phase rates."""
+        p, cfg = self.params, self.trainer.cfg
+        if epoch < p.epochs_explo:
+            warm = warmup_lr(cfg.schedule, cfg.optimizer.lr, epoch, frac)
+            if warm is not None:
+                return warm
+        return edst_lr(cfg.optimizer.lr, epoch, cfg.epochs, p.epochs_explo, p.model_num, p.refine_lr, p.low_lr,
+                       p.phase_schedule or None)
+
+    def prune_rate(self) -> float:
+        """The topology-update fraction; with prune_rate_restart the decay starts afresh after every jump."""
+        if not self.params.prune_rate_restart:
+            return super().prune_rate()
+        c, t, p = self.scfg, self.trainer, self.params
+        per_epoch = len(t.train_loader)
+        bounds = edst_phase_starts(t.cfg.epochs, p.epochs_explo, p.model_num)[1:] + [t.cfg.epochs]
+        start = max([0] + [b for b in bounds[:-1] if b * per_epoch <= t.step])
+        end = min(b for b in bounds if b > start)
+        return prune_rate_at(c.prune_rate_schedule, c.prune_rate, c.prune_rate_min, t.step - start * per_epoch,
+                             (end - start) * per_epoch)
 
     def phase(self, epoch1: int) -> int:
         """The 0-based refinement phase of 1-based epoch `epoch1` (-1 while exploring)."""

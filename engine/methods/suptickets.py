@@ -3,6 +3,8 @@ superposed into one sparse network.
 
     P = E - C epochs of sparse training (GraNet, or RigL/SET = GraNet with init = final density), lr 0.1 with
         x0.1 at int(P/2) and int(3P/4);       C = floor(E·cycle_rate) down to a multiple of `cycle`
+        (ImageNet main.py: P = --pretrain_epoch, x0.1 at the absolute epochs --first_m/second_m/third_m, after
+        the warm-up of the stage's [schedule])
     S_0 <- the pre-trained model
     for each cycle k = 1..C/cycle (lr per step: lr_1 at the cycle's ends, lr_2 in its middle):
         at the cycle's start: one large prune-and-regrow (re_explore); no other topology updates (no_maskupdates)
@@ -15,6 +17,7 @@ superposed into one sparse network.
 from __future__ import annotations
 
 import copy
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
@@ -24,6 +27,7 @@ from engine.bn import update_bn
 from engine.evaluate import evaluate
 from engine.io import save_checkpoint
 from engine.methods.granet import GraNet
+from engine.schedules import warmup_lr
 from engine.sparse.inits import maskable
 
 
@@ -80,20 +84,43 @@ class SupTickets(GraNet):
         cima_factor: float = Field(0.5, gt=0, le=1)
         include_pretrained: bool = True  # the pre-trained model counts as member 0 of the average (the code's way)
         update_bn: bool = True
+        # pre-training epochs given outright (ImageNet --pretrain_epoch; the remaining epochs are the cycles);
+        # 0: derived from cycle_rate as the CIFAR script does
+        pretrain_epochs: int = Field(0, ge=0)
+        # x0.1 from these 0-based epochs of pre-training (ImageNet --first_m/--second_m/--third_m);
+        # empty: int(P/2) and int(3P/4) (the CIFAR MultiStepLR)
+        milestones: list[int] = Field(default_factory=list)
+
+    @classmethod
+    def budget(cls, epochs: int, p: Any) -> tuple[int, int]:
+        """(pre-train epochs, number of cheap tickets) of a stage of `epochs` epochs with params `p`."""
+        if p.pretrain_epochs:
+            return p.pretrain_epochs, max(epochs - p.pretrain_epochs, 0) // p.cycle
+        return cycle_split(epochs, p.cycle_rate, p.cycle)
+
+    @cached_property
+    def split(self) -> tuple[int, int]:
+        """This stage's (pre-train epochs, number of cheap tickets)."""
+        return self.budget(self.trainer.cfg.epochs, self.params)
 
     def setup(self) -> None:
         super().setup()
-        self.pretrain, self.n_tickets = cycle_split(self.trainer.cfg.epochs, self.params.cycle_rate, self.params.cycle)
+        self.pretrain, self.n_tickets = self.split
         self.superposed: dict[str, torch.Tensor] | None = None
         self.k = 0  # tickets taken
 
     # ---- schedule ------------------------------------------------------------------------------------
     def lr(self, epoch: int, frac: float) -> float:
-        p, base = self.params, self.trainer.cfg.optimizer.lr
-        if epoch < self.pretrain:
-            marks = (int(0.5 * self.pretrain), int(0.75 * self.pretrain))
+        """Pre-training: the schedule's warm-up, then step decay x0.1 per milestone; then the cyclic triangle."""
+        p, cfg = self.params, self.trainer.cfg
+        base, pretrain = cfg.optimizer.lr, self.split[0]
+        if epoch < pretrain:
+            warm = warmup_lr(cfg.schedule, base, epoch, frac)
+            if warm is not None:
+                return warm
+            marks = p.milestones or (int(0.5 * pretrain), int(0.75 * pretrain))
             return base * 0.1 ** sum(1 for m in marks if m <= epoch)
-        t = (((epoch - self.pretrain) % p.cycle) + frac) / p.cycle
+        t = (((epoch - pretrain) % p.cycle) + frac) / p.cycle
         return (1 - 2 * t) * p.lr_1 + 2 * t * p.lr_2 if t < 0.5 else (2 * t - 1) * p.lr_1 + (2 - 2 * t) * p.lr_2
 
     def in_cycles(self) -> bool:
@@ -169,7 +196,12 @@ class SupTickets(GraNet):
     @classmethod
     def check(cls, stage: Any) -> list[tuple[str, str]]:
         p = cls.Params.model_validate(stage.params)
-        if cycle_split(stage.epochs, p.cycle_rate, p.cycle)[1] == 0:
+        if p.pretrain_epochs:
+            cyclic = stage.epochs - p.pretrain_epochs
+            if cyclic <= 0 or cyclic % p.cycle:
+                return [("params.pretrain_epochs", f"epochs ({stage.epochs}) - pretrain_epochs ({p.pretrain_epochs}) "
+                         f"= {cyclic} must be a positive multiple of the cycle ({p.cycle} epochs)")]
+        elif cycle_split(stage.epochs, p.cycle_rate, p.cycle)[1] == 0:
             return [("params.cycle_rate", f"epochs·cycle_rate = {stage.epochs * p.cycle_rate:g} is shorter than one "
                      f"cycle ({p.cycle} epochs): no cheap tickets would be taken")]
         return []
