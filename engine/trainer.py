@@ -206,6 +206,8 @@ class Trainer:
                 ev = self.evaluate()
                 split = self.ctx.data.eval_name
                 record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"]})
+                if "acc5" in ev and self.ctx.data.num_classes >= 100:  # ImageNet / CIFAR-100 tables give top-5
+                    record[f"{split}_acc5"] = ev["acc5"]
                 self.best_acc = max(self.best_acc, ev["acc"])
             self.method.end_epoch(epoch, record)
             if self.cfg.record_predictions:
