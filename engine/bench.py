@@ -1,9 +1,12 @@
-"""Training-step throughput of the real trainer loop on synthetic data (what `repro bench` prints)."""
+"""Training-step throughput of the real trainer loop on synthetic data, and the wall time of one topology update
+(prune and regrow over every masked layer), which is what `repro bench` prints."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def stepper(recipe: Recipe, device: torch.device) -> Callable[[int], None]:
-    """A function running n training steps of the recipe's first stage exactly as Trainer.train_epoch does."""
+def _trainer(recipe: Recipe, device: torch.device) -> Trainer:
+    """The real Trainer of the recipe's first stage, its method set up, writing nothing anywhere."""
     data = recipe_data(recipe)
     stage = recipe.stage[0]
     torch.manual_seed(0)
@@ -31,6 +34,12 @@ def stepper(recipe: Recipe, device: torch.device) -> Callable[[int], None]:
                        data=data, log=RunLog(Path("."), enabled=False))
     trainer = Trainer(ctx, model, METHODS[stage.method])
     trainer.method.setup()
+    return trainer
+
+
+def stepper(recipe: Recipe, device: torch.device) -> Callable[[int], None]:
+    """A function running n training steps of the recipe's first stage exactly as Trainer.train_epoch does."""
+    trainer = _trainer(recipe, device)
     per_epoch = len(trainer.train_loader)
     state = {"epoch": 0, "it": None, "left": 0}
 
@@ -74,12 +83,71 @@ def measure(
 
 
 def bench_recipe(arch: str, batch_size: int, precision: str, method: str = "train",
-                 params: dict[str, Any] | None = None, compile: bool = False) -> Recipe:
-    """A one-stage recipe on synthetic data sized for the benchmark."""
+                 params: dict[str, Any] | None = None, compile: bool = False,
+                 sparse: dict[str, Any] | None = None) -> Recipe:
+    """A one-stage recipe on synthetic data sized for the benchmark (`sparse`: the stage's [sparse] table)."""
+    stage: dict[str, Any] = {"name": "bench", "method": method, "epochs": 1, "params": params or {}}
+    if sparse is not None:
+        stage["sparse"] = sparse
     return Recipe.model_validate({
         "name": "bench", "paper": "demo", "analyses": [],
         "run": {"precision": precision, "compile": compile},
         "data": {"dataset": "synthetic", "batch_size": batch_size, "crop_pad": 4, "flip": True},
         "model": {"arch": arch},
-        "stage": [{"name": "bench", "method": method, "epochs": 1, "params": params or {}}],
+        "stage": [stage],
     })
+
+
+# ---- topology updates ----------------------------------------------------------------------------------------
+@dataclass
+class TopologyTiming:
+    """Wall times of full topology updates, with the masks before the first one and the method holding the last."""
+
+    times_ms: list[float]
+    initial: dict[str, torch.Tensor]  # the masks the sparse init drew, before any update
+    method: Any  # the SparseMethod; method.masking.masks are the masks after the timed updates
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.times_ms)
+
+
+def _fake_gradients(params: list[torch.Tensor], generator: torch.Generator) -> None:
+    """Deterministic N(0, 1) gradients on the masked weights (what gradient growth ranks), drawn on their device."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.empty_like(p)
+        p.grad.normal_(generator=generator)
+
+
+def time_topology(arch: str, device: torch.device, *, width: float = 1.0, density: float = 0.2,
+                  updates: int = 20, warmup: int = 2, prune: str = "magnitude", growth: str = "gradient",
+                  precision: str = "fp32", seed: int = 0) -> TopologyTiming:
+    """Time `updates` prune-and-regrow updates over all masked layers (RigL: magnitude prune, gradient growth) of the
+    real DST method on `arch` with ERK masks at `density`, after `warmup` untimed ones; fresh fake gradients before
+    each, outside the timed window, and momentum buffers made by one SGD step, as in training."""
+    recipe = bench_recipe(arch, 8, precision, method="dst",
+                          sparse={"density": density, "init": "ERK", "prune": prune, "growth": growth})
+    recipe.model.width = width
+    trainer = _trainer(recipe, device)
+    method, masking = trainer.method, trainer.method.masking
+    initial = {n: m.clone() for n, m in masking.masks.items()}
+    gen = torch.Generator(device=device).manual_seed(seed)
+    _fake_gradients(masking.params, gen)
+    trainer.optimizer.step()  # creates the momentum buffers a topology update also masks
+    masking.apply()
+    rate = method.scfg.prune_rate
+    times = []
+    for i in range(warmup + updates):
+        _fake_gradients(masking.params, gen)
+        _sync(device)
+        t0 = time.perf_counter()
+        method.update_topology(rate)
+        _sync(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return TopologyTiming(times_ms=times, initial=initial, method=method)

@@ -13,19 +13,22 @@ matrix (fixed endpoints in a buffer, the trainable bends in a parameter), and ru
 weights w(t) through torch.func.functional_call. The point w(t) is one small matrix product, and ||w(t)||^2 for
 the regulariser 0.5 * wd * ||w(t)||^2 falls out of it.
 
-`update_bn` re-estimates BatchNorm statistics at a fixed point (reset, then an exact cumulative average over one
-pass of a loader), which every evaluation at a new t needs because the statistics are shared along the curve.
+`update_bn` re-estimates BatchNorm statistics at a fixed point (engine.bn.update_bn, sample-weighted as the
+original), which every evaluation at a new t needs because the statistics are shared along the curve.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from engine import bn
 
 CURVES = ("bezier", "polychain")
 
@@ -180,45 +183,11 @@ class CurveNet(nn.Module):
         return self.run(x, w)
 
 
-def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
 def update_bn(model: nn.Module, loader: Iterable, forward: Callable[[torch.Tensor], Any] | None = None,
-              amp: Callable[[], Any] | None = None) -> None:
-    """Re-estimate every BatchNorm's running mean and variance of `model` over one pass of `loader`.
-
-    The statistics are reset, then batch b (of size s_b) gets momentum s_b / (N_seen + s_b), which makes the
-    result the exact sample-weighted average of the batches' means and (unbiased) variances (utils.update_bn of
-    the original). `forward` (default `model`) is what runs a batch, e.g. a curve at a fixed t. The model is put
-    in train mode for the pass and returned to its previous mode; the momenta are restored.
-    """
-    bns = batchnorms(model)
-    if not bns:
-        return
-    forward = forward or model
-    was_training = model.training
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-    model.train()
-    seen = 0
-    try:
-        for x, _ in loader:
-            b = int(x.shape[0])
-            for m in bns:
-                m.momentum = b / (seen + b)
-            if amp is None:
-                forward(x)
-            else:
-                with amp():
-                    forward(x)
-            seen += b
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        model.train(was_training)
+              amp: Callable[[], AbstractContextManager[Any]] | None = None, max_batches: int | None = None) -> None:
+    """BN statistics re-estimated at a fixed point: engine.bn.update_bn weighted by samples, as utils.update_bn of
+    the original (momentum b / (N_seen + b), so partial batches count by their size)."""
+    bn.update_bn(model, loader, forward, amp, weighting="samples", max_batches=max_batches)
 
 
 def build_curve(arch: str, num_classes: int, width: float, curve: str, num_bends: int, fix_start: bool = True,

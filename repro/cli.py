@@ -287,11 +287,19 @@ def report(as_json: bool, only: str | None, show_all: bool, root: str | None) ->
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed windows per variant, alternating; the best is reported.")
 @click.option("--compile", "use_compile", is_flag=True)
+@click.option("--topology", is_flag=True,
+              help="Also time a topology update: magnitude prune + gradient regrowth over every masked layer (DST).")
+@click.option("--topology-density", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="ERK density of the masks the topology update works on.")
+@click.option("--topology-updates", type=click.IntRange(min=1), default=None,
+              help="Timed topology updates (default 20, 5 on the CPU), after 2 (1) untimed ones.")
 @click.option("--json", "as_json", is_flag=True)
 def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precision: str, steps: int | None,
-          warmup: int | None, width: float, repeats: int, use_compile: bool, as_json: bool) -> None:
-    """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data."""
-    from engine.bench import bench_recipe, measure
+          warmup: int | None, width: float, repeats: int, use_compile: bool, topology: bool,
+          topology_density: float, topology_updates: int | None, as_json: bool) -> None:
+    """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data; with
+    --topology also the wall time of one prune-and-regrow update (median and min, ms)."""
+    from engine.bench import bench_recipe, measure, time_topology
     from engine.device import resolve_device
 
     dev = resolve_device(device)
@@ -310,11 +318,20 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
               "dense_img_s": round(speed["dense"], 2), "sparse_img_s": round(speed["sparse"], 2) if sparse else None}
     if sparse:
         result["sparse_overhead"] = round(speed["dense"] / speed["sparse"] - 1, 4)
+    if topology:
+        n = topology_updates or (5 if cpu else 20)
+        timing = time_topology(arch, dev, width=width, density=topology_density, updates=n, warmup=1 if cpu else 2,
+                               precision=precision)
+        result["topology_update_ms"] = {"median": round(timing.median_ms, 3), "min": round(timing.min_ms, 3)}
+        result["topology"] = {"init": "ERK", "density": topology_density, "prune": "magnitude",
+                              "growth": "gradient", "prune_rate": timing.method.scfg.prune_rate,
+                              "layers": len(timing.initial), "updates": n}
     if as_json:
         click.echo(json.dumps(result))
         return
     t = Table(*result.keys())
-    t.add_row(*(str(v) for v in result.values()))
+    t.add_row(*(", ".join(f"{k} {x}" for k, x in v.items()) if isinstance(v, dict) else str(v)
+                for v in result.values()))
     out_console.print(t)
 
 

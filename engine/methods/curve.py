@@ -15,14 +15,13 @@ independent initialisation per bend).
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from engine.config import Strict
-from engine.curves import CurveNet, batchnorms, coefficients, update_bn
+from engine.curves import CurveNet, coefficients, update_bn
 from engine.data import DeviceLoader
 from engine.flops import CostMeter, layer_flops
 from engine.io import load_checkpoint
@@ -99,11 +98,11 @@ class Curve(Method):
         MONITOR_BN_IMAGES training images (the original printed no test numbers for BN curves; the exact numbers
         along the curve, over the whole training split, are the `curve` analysis)."""
         net = self.model
-        if self._bn_step != self.trainer.step and batchnorms(net):
+        if self._bn_step != self.trainer.step:  # once per training step (a no-op without BatchNorm)
             self._bn_step = self.trainer.step
             n = -(-self.MONITOR_BN_IMAGES // self._bn_loader.batch_size)
-            update_bn(net, itertools.islice(self._bn_loader, n), lambda z: net(z, coeffs=self._eval_coeffs),
-                      self.trainer.amp)
+            update_bn(net, self._bn_loader, lambda z: net(z, coeffs=self._eval_coeffs), self.trainer.amp,
+                      max_batches=n)
         return net(x, coeffs=self._eval_coeffs)
 
     def members(self) -> list[dict[str, Any]]:

@@ -130,7 +130,7 @@ class _EBBase(Method):
         state = {k: v.clone() for k, v in self.model.state_dict().items()}
         state.update({n: v.to(state[n].dtype) for n, v in self.swa_state.items()})
         swa_model.load_state_dict(state)
-        update_bn(swa_model, t.train_loader)
+        update_bn(swa_model, t.train_loader, weighting="samples")  # SWALP: momentum b/(n+b) per batch
         swa_model.eval()
         ev = evaluate(swa_model, t.eval_loader, t.amp)
         split = t.ctx.data.eval_name
