@@ -219,6 +219,7 @@ class StageConfig(Strict):
     seed: int | None = None
     group: str = ""
     record_predictions: bool = False
+    batch_size: int | None = Field(None, gt=0)  # this stage's global training batch (default: [data].batch_size)
     sparse: SparseConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 

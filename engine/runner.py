@@ -51,8 +51,8 @@ def run_recipe(
     """Every stage (skipping finished ones on resume), then every analysis; returns the summary numbers."""
     d = recipe.data
     data = recipe_data(recipe)
-    steps_per_epoch = math.ceil(len(data.train.y) / d.batch_size)
-    total = sum(s.epochs for s in recipe.stage) * steps_per_epoch
+    steps = [s.epochs * math.ceil(len(data.train.y) / (s.batch_size or d.batch_size)) for s in recipe.stage]
+    total = sum(steps)
     before = 0
     summary: dict[str, Any] = {}
     flops, dense_step = 0.0, 0.0
@@ -60,7 +60,7 @@ def run_recipe(
         stage_dir = run_dir / stage.name
         if (stage_dir / "final.pt").exists() and (stage_dir / "tickets.json").exists():
             log.log(f"stage {stage.name}: already finished")
-            before += stage.epochs * steps_per_epoch
+            before += steps[index]
             cost = load_checkpoint(stage_dir / "final.pt").get("cost", {})
             flops += float(cost.get("total", 0.0))
             continue
@@ -71,7 +71,7 @@ def run_recipe(
         trainer = Trainer(ctx, model, METHODS[stage.method])
         trainer.fit(resume=resume)
         dist.barrier()  # later stages read this stage's files, written by rank 0
-        before += stage.epochs * steps_per_epoch
+        before += steps[index]
         summary.update({f"{stage.name}.{data.eval_name}_{k}": v for k, v in trainer.last_eval.items()})
         flops += trainer.cost.total
         dense_step = trainer.cost.dense_step

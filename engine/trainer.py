@@ -66,21 +66,22 @@ def recipe_data(recipe: Recipe) -> Dataset:
     return data
 
 
-def make_loaders(recipe: Recipe, data: Dataset, device: torch.device,
-                 seed: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
+def make_loaders(recipe: Recipe, data: Dataset, device: torch.device, seed: int | None = None,
+                 batch_size: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
     """The training loader (shuffled, augmented) and the evaluation loader of a recipe.
 
     `[data].batch_size` is the global batch: under DDP each of N ranks draws batch_size / N images a step, so a
-    recipe optimises the same way on any number of GPUs. Every rank evaluates the whole evaluation split.
+    recipe optimises the same way on any number of GPUs (`batch_size`, a stage's own, replaces it). Every rank
+    evaluates the whole evaluation split.
     """
     d = recipe.data
     world = dist.world()
-    if d.batch_size % world:
-        raise ValueError(f"data.batch_size ({d.batch_size}) is the global batch and must divide evenly over "
-                         f"{world} processes")
+    batch = batch_size or d.batch_size
+    if batch % world:
+        raise ValueError(f"the batch size ({batch}) is the global batch and must divide evenly over {world} processes")
     aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
     cl = recipe.run.channels_last and device.type == "cuda"
-    train = make_loader(data.train, d.batch_size // world, device=device, train=True, augment=aug,
+    train = make_loader(data.train, batch // world, device=device, train=True, augment=aug,
                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
                         rank=dist.rank(), world_size=dist.world())
     test = make_loader(data.eval, d.eval_batch_size, device=device, train=False,
@@ -115,7 +116,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model_kwargs: dict[str, Any] = dict(getattr(model, "model_kwargs", {}))  # how to rebuild the model
         self.model = model.to(ctx.device)
-        self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed)
+        self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed,
+                                                           self.cfg.batch_size)
         self.method = method_cls(self, self.cfg.params)
         self.model = self.method.prepare_model(self.model).to(ctx.device)
         fwd: torch.nn.Module = self.model
@@ -206,7 +208,7 @@ class Trainer:
                 ev = self.evaluate()
                 split = self.ctx.data.eval_name
                 record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"]})
-                if "acc5" in ev and self.ctx.data.num_classes >= 100:  # ImageNet / CIFAR-100 tables give top-5
+                if "acc5" in ev:
                     record[f"{split}_acc5"] = ev["acc5"]
                 self.best_acc = max(self.best_acc, ev["acc"])
             self.method.end_epoch(epoch, record)
@@ -264,6 +266,8 @@ class Trainer:
         """Loss and accuracy on the evaluation split with the method's forward (eval mode)."""
         self.model.eval()
         out = evaluate(self.method.eval_forward, self.eval_loader, self.amp)
+        if self.ctx.data.num_classes < 100:
+            out.pop("acc5", None)  # top-5 is reported for ImageNet / CIFAR-100 only
         self.model.train()
         self.last_eval = out
         return out

@@ -150,7 +150,8 @@ def apply_smoke(raw: dict[str, Any]) -> None:
     narrow model, at most two epochs a stage."""
     data = raw.setdefault("data", {})
     folders = isinstance(data, dict) and data.get("dataset") == "imagenet"
-    data.update(SMOKE_IMAGE_DATA if folders else SMOKE_DATA)
+    smoke_data = SMOKE_IMAGE_DATA if folders else SMOKE_DATA
+    data.update(smoke_data)
     model = raw.setdefault("model", {})
     model["width"] = min(float(model.get("width", 1.0)), SMOKE_WIDTH)
     raw.setdefault("run", {})["compile"] = False
@@ -167,6 +168,8 @@ def apply_smoke(raw: dict[str, Any]) -> None:
             continue
         if isinstance(st.get("epochs"), int):
             st["epochs"] = min(st["epochs"], SMOKE_EPOCHS)
+        if isinstance(st.get("batch_size"), int):
+            st["batch_size"] = min(st["batch_size"], int(smoke_data["batch_size"]))
         e = st.get("epochs", train.get("epochs"))
         if isinstance(e, int):
             capped[str(st.get("name"))] = e

@@ -232,3 +232,14 @@ def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(tmp_path: Pat
     assert third.returncode == 0 and f"tiny: done ({run})" in third.stdout
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     assert len(list((root / "tiny").iterdir())) == 1
+
+
+def test_a_stage_can_set_its_own_batch_size(tmp_path: Path) -> None:
+    """Early-Bird's ResNet-18 scripts search at batch 256 and retrain at 128: `[[stage]] batch_size`."""
+    raw = {**TINY, "train": {**TINY["train"], "epochs": 1},
+           "stage": [{"name": "a", "method": "train"}, {"name": "b", "method": "train", "batch_size": 128}]}
+    out = run_once(tmp_path, tmp_path / "run", raw)
+    assert out.state == "done", out.error
+    recs = read_metrics(out.run_dir)
+    # 384 images: ceil(384 / 64) = 6 steps at the data batch, ceil(384 / 128) = 3 at the stage's own
+    assert [(r["stage"], r["step"]) for r in recs] == [("a", 6), ("b", 3)]

@@ -24,7 +24,7 @@ import torch
 from engine.analyses.context import AnalysisContext
 from engine.config import StageConfig
 from engine.curves import CurveNet, build_curve, line_coefficients, update_bn
-from engine.data import DeviceLoader
+from engine.data import make_loader
 from engine.evaluate import evaluate
 from engine.io import load_checkpoint
 from engine.store import groups, read_group, write_group
@@ -65,10 +65,10 @@ class PointEval:
 
     def __post_init__(self) -> None:
         d, data = self.ctx.recipe.data, self.ctx.data
-        self.bn_loader = DeviceLoader(data.train, d.batch_size, device=self.ctx.device, train=False,
-                                      normalize=d.normalize)
-        self.train_loader = DeviceLoader(data.train, d.eval_batch_size, device=self.ctx.device, train=False,
-                                         normalize=d.normalize)
+        self.bn_loader = make_loader(data.train, d.batch_size, device=self.ctx.device, train=False,
+                                     normalize=d.normalize)
+        self.train_loader = make_loader(data.train, d.eval_batch_size, device=self.ctx.device, train=False,
+                                        normalize=d.normalize)
         self.test_loader = self.ctx.eval_loader()
 
     @torch.no_grad()

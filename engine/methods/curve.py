@@ -22,7 +22,7 @@ from pydantic import Field
 
 from engine.config import Strict
 from engine.curves import CurveNet, coefficients, update_bn
-from engine.data import DeviceLoader
+from engine.data import make_loader
 from engine.flops import CostMeter, layer_flops
 from engine.io import load_checkpoint
 from engine.methods.base import Method
@@ -85,8 +85,8 @@ class Curve(Method):
         t = self.trainer
         self._eval_coeffs = coefficients(self.params.curve, self.params.eval_t, self.params.num_bends).to(t.device)
         d = t.ctx.recipe.data
-        self._bn_loader = DeviceLoader(t.ctx.data.train, d.batch_size, device=t.device, train=False,
-                                       normalize=d.normalize)
+        self._bn_loader = make_loader(t.ctx.data.train, d.batch_size, device=t.device, train=False,
+                                      normalize=d.normalize)
         self._bn_step = -1
 
     def extra_loss(self) -> torch.Tensor:
