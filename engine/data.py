@@ -446,7 +446,55 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(state[0]) << 31 | int(state[1])) & ((1 << 63) - 1)
 
 
-class DeviceLoader:
+class BatchLoader:
+    """What every loader shares: the epoch cursor, the batch count, and uint8 -> normalised float32 on the device.
+
+    Subclasses set ``device``, ``batch_size``, ``drop_last``, ``num_samples``, ``channels_last`` and call
+    :meth:`_set_normalize` once.
+    """
+
+    device: torch.device
+    batch_size: int
+    drop_last: bool
+    num_samples: int
+    channels_last: bool
+    _epoch: int = 0
+
+    def _set_normalize(self, normalize: str | tuple, channels: int) -> None:
+        mean, std = normalize_stats(normalize)
+        if len(mean) != channels:
+            if len(set(mean)) == 1 and len(set(std)) == 1:  # one value for every channel ("none", grey data)
+                mean, std = (mean[0],) * channels, (std[0],) * channels
+            else:
+                raise DataError(f"normalize has {len(mean)} channels but the images have {channels}")
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std  ==  x * scale + bias, one fused pass per batch
+        self._scale = 1.0 / (255.0 * std_t)
+        self._bias = -mean_t / std_t
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next iteration runs; its order and augmentation depend only on it and seed."""
+        self._epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will run."""
+        return self._epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def _to_float(self, xb: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch already on the device as normalised float32 (channels_last when asked)."""
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)  # the uint8 copy is the cheap one
+        return xb.to(torch.float32).mul_(self._scale).add_(self._bias)
+
+
+class DeviceLoader(BatchLoader):
     """Batches of a :class:`Split` that lives on the device: shuffled, augmented and normalised there.
 
     The uint8 images move to ``device`` once, here. A training loader (``train=True``) draws, per epoch, a
@@ -506,32 +554,7 @@ class DeviceLoader:
         aug = self.augment
         if aug is not None and aug.pad_mode == "reflect" and aug.crop_pad >= min(height, width):
             raise DataError(f"reflect padding needs crop_pad < {min(height, width)}, got {aug.crop_pad}")
-
-        mean, std = normalize_stats(normalize)
-        if len(mean) != channels:
-            if len(set(mean)) == 1 and len(set(std)) == 1:  # one value for every channel ("none", grey data)
-                mean, std = (mean[0],) * channels, (std[0],) * channels
-            else:
-                raise DataError(f"normalize has {len(mean)} channels but the images have {channels}")
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        # (x / 255 - mean) / std  ==  x * scale + bias, one fused pass per batch
-        self._scale = 1.0 / (255.0 * std_t)
-        self._bias = -mean_t / std_t
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch the next iteration runs; its order and augmentation depend only on it and seed."""
-        self._epoch = int(epoch)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will run."""
-        return self._epoch
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        self._set_normalize(normalize, channels)
 
     def plan(self, epoch: int) -> EpochPlan:
         """The order and augmentation choices of a training epoch (this rank's share), drawn on the device."""
@@ -581,8 +604,3 @@ class DeviceLoader:
                         aug.pad_mode,
                     )
             yield self._to_float(xb), yb
-
-    def _to_float(self, xb: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)  # the uint8 copy is the cheap one
-        return xb.to(torch.float32).mul_(self._scale).add_(self._bias)

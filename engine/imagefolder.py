@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from engine.data import BatchLoader
 from engine.errors import DataError
 
 __all__ = [
@@ -269,7 +270,7 @@ def _collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch
     return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.int64)
 
 
-class FolderLoader:
+class FolderLoader(BatchLoader):
     """Batches of a :class:`FolderSplit`: decoded by ``split.workers`` processes, normalised on ``device``.
 
     The same interface as :class:`engine.data.DeviceLoader` (``set_epoch``, ``epoch``, ``len``, iteration
@@ -279,8 +280,6 @@ class FolderLoader:
     def __init__(self, split: FolderSplit, batch_size: int, *, device: torch.device | str = "cpu", train: bool,
                  flip: bool = True, normalize: str | tuple = "imagenet", seed: int = 0, drop_last: bool = True,
                  channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
-        from engine.data import normalize_stats
-
         if batch_size <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -302,26 +301,7 @@ class FolderLoader:
             self.images, batch_size=self.batch_size, sampler=self.sampler, drop_last=self.drop_last,
             num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
-        mean, std = normalize_stats(normalize)
-        if len(mean) == 1:
-            mean, std = mean * 3, std * 3
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._scale, self._bias = 1.0 / (255.0 * std_t), -mean_t / std_t
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch the next iteration runs (its order and crops depend only on it and the seed)."""
-        self._epoch = int(epoch)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will run."""
-        return self._epoch
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        self._set_normalize(normalize, 3)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._epoch
@@ -330,10 +310,7 @@ class FolderLoader:
             self.sampler.set_epoch(epoch)
         try:
             for xb, yb in self._loader:
-                xb = xb.to(self.device, non_blocking=True)
-                if self.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                yield xb.to(torch.float32).mul_(self._scale).add_(self._bias), yb.to(self.device, non_blocking=True)
+                yield self._to_float(xb.to(self.device, non_blocking=True)), yb.to(self.device, non_blocking=True)
         except DataError as exc:  # from a worker, DataLoader wraps the message in its traceback: keep one line
             last = str(exc).strip().splitlines()[-1]
             raise DataError(last.split("DataError: ", 1)[-1]) from None
