@@ -45,6 +45,7 @@ class RunConfig(Strict):
     channels_last: bool = True
     dense_reference_epochs: int = Field(0, ge=0)  # training cost is reported relative to one dense model trained
     # this long (0: the longest stage)
+    smoke: bool = False  # set by --smoke: the run directory's recipe.toml says it is a smoke run
 
 
 class DataConfig(Strict):

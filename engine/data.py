@@ -14,6 +14,7 @@ are image folders on disk, read by :mod:`engine.imagefolder`; :func:`make_loader
 
 from __future__ import annotations
 
+import _compat_pickle
 import math
 import os
 import pickle
@@ -246,12 +247,58 @@ def _download_cifar(cls: type, root: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
+def _numpy_reconstruct() -> object:
+    """numpy's array-unpickling helper, from wherever this numpy keeps it (numpy._core from 2.0 on)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles written by Python 3 use it for bytes, latin-1 only."""
+    if encoding.lower().replace("-", "").replace("_", "") != "latin1":
+        raise pickle.UnpicklingError(f"refused to decode bytes as {encoding!r}: not a CIFAR batch")
+    return text.encode("latin1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds dicts, lists, strings, numbers and numpy arrays and nothing else.
+
+    A CIFAR batch needs no other global; refusing the rest means a planted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        """Only numpy's array reconstruction (and latin-1 bytes); anything else is an UnpicklingError."""
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
+            return _numpy_reconstruct()
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        # name it as Python 3 does: protocol-2 files say __builtin__ for builtins, as Python 2 did
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name),
+                                                       (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        raise pickle.UnpicklingError(f"refused to unpickle '{module}.{name}': not a CIFAR batch")
+
+
+def _load_cifar_pickle(path: Path) -> object:
+    """One CIFAR batch file through the restricted unpickler; any failure names the file."""
+    try:
+        with open(path, "rb") as fh:
+            return _CifarUnpickler(fh, encoding="latin1").load()  # the originals are Python 2 pickles
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed pickle raises, the file is unusable
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise pickle.UnpicklingError(f"{path.name}: {reason}") from exc
+
+
 def _read_cifar_batches(files: Sequence[Path], label_key: str, num_classes: int) -> Split:
     """Read CIFAR pickle batches (``data`` uint8 [n, 3072] in CHW order, labels) into one Split."""
     images, labels = [], []
     for path in files:
-        with open(path, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")  # the files are Python 2 pickles of numpy arrays
+        entry = _load_cifar_pickle(path)
         if not isinstance(entry, dict):
             raise ValueError(f"{path.name} is not a CIFAR batch")
         entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}

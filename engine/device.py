@@ -6,13 +6,15 @@ import contextlib
 
 import torch
 
+from engine.errors import DeviceError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without one is a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        raise DeviceError("--device cuda was asked for but no CUDA device is available")
     return torch.device(name)
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from engine.errors import UnsafePathError
+
+TMP_SUFFIX = ".tmp"
+"""Temp files of atomic writes are `.<name>.<random>.tmp` beside their target (see clean_temp_files)."""
 
 
 class CheckpointError(RuntimeError):
@@ -24,14 +30,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     if not is_main():
         return
     path = Path(path)
+    if path.is_symlink():
+        raise UnsafePathError(f"{path}: is a symbolic link; repro never writes through links (remove it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600; results are shared like the rest
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -44,6 +53,54 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_append(path: Path) -> int:
+    """An O_APPEND descriptor on a run-directory file that is refused if it is a symbolic link or a hard link
+    to some other file (so a run directory received from someone else cannot make us append to their target)."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        if path.is_symlink():
+            raise UnsafePathError(f"{path}: is a symbolic link; repro never writes through links (remove it)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+        raise UnsafePathError(f"{path}: is {what}; repro never writes through links (remove it)")
+    return fd
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append text to a run-directory file (log.txt, metrics.jsonl) without following links."""
+    fd = open_append(path)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def clean_temp_files(folder: Path) -> list[Path]:
+    """Remove the `.*.tmp` files that killed atomic writes left anywhere under `folder` (links are left alone:
+    they are refused elsewhere); returns what was removed."""
+    removed = []
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            p = Path(dirpath) / name
+            if name.startswith(".") and name.endswith(TMP_SUFFIX) and not p.is_symlink() and p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def write_text(path: Path, text: str) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.io import write_json
+from engine.io import append_text, write_json, write_text
 
 
 def now() -> str:
@@ -51,9 +51,10 @@ class RunLog:
         self._status: dict[str, Any] = {}
         if enabled and (self.dir / "status.json").exists():
             try:
-                self._status = json.loads((self.dir / "status.json").read_text())
+                loaded = json.loads((self.dir / "status.json").read_text())
             except (OSError, ValueError):
-                self._status = {}
+                loaded = {}
+            self._status = loaded if isinstance(loaded, dict) else {}
 
     def status(self, **fields: Any) -> dict[str, Any]:
         """Merge fields into status.json (pid and updated always refreshed)."""
@@ -65,15 +66,12 @@ class RunLog:
     def metric(self, record: dict[str, Any]) -> None:
         """Append one JSON object to metrics.jsonl."""
         if self.enabled:
-            with open(self.dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
-                f.flush()
+            append_text(self.dir / "metrics.jsonl", json.dumps(record, sort_keys=True) + "\n")
 
     def log(self, text: str) -> None:
         """A timestamped line in log.txt, also shown beside the progress bar."""
         if self.enabled:
-            with open(self.dir / "log.txt", "a") as f:
-                f.write(f"{now()} {text}\n")
+            append_text(self.dir / "log.txt", f"{now()} {text}\n")
         self.progress.note(text)
 
     def truncate_metrics(self, keep: Any) -> None:
@@ -81,27 +79,21 @@ class RunLog:
         path = self.dir / "metrics.jsonl"
         if not (self.enabled and path.exists()):
             return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a kill
-            if keep(rec):
-                kept.append(json.dumps(rec, sort_keys=True))
-        from engine.io import write_text
-
+        kept = [json.dumps(rec, sort_keys=True) for rec in read_metrics(self.dir) if keep(rec)]
         write_text(path, "".join(k + "\n" for k in kept))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All readable records of a run's metrics.jsonl (a torn last line is skipped)."""
+    """All readable records of a run's metrics.jsonl: a torn last line, or a line that is JSON but not an object
+    (`5`, `null`), is skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     out = []
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(rec, dict):
+                out.append(rec)
     return out

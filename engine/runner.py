@@ -12,21 +12,29 @@ from engine import dist
 from engine.analyses import ANALYSES, AnalysisContext
 from engine.config import Recipe, StageConfig
 from engine.flops import param_counts
-from engine.io import load_checkpoint
+from engine.io import CheckpointError, load_checkpoint
 from engine.methods import METHODS
 from engine.models import create_model
 from engine.runlog import RunLog
+from engine.store import set_aside_if_damaged
 from engine.trainer import StageContext, Trainer, recipe_data
 
 
-def checkpoint_path(run_dir: Path, ref: str) -> Path:
-    """The file an `init_from` reference names: STAGE -> final.pt, STAGE@E -> checkpoint-E.pt (or final)."""
+def checkpoint_path(run_dir: Path, ref: str, recipe: Recipe | None = None) -> Path:
+    """The file an `init_from` reference names: STAGE -> final.pt, STAGE@E -> checkpoint-E.pt, or final.pt when E
+    is the stage's last epoch. A missing epoch checkpoint is an error, never a silent fall-back to final.pt."""
     name, _, epoch = ref.partition("@")
     stage_dir = run_dir / name
-    if epoch:
-        path = stage_dir / f"checkpoint-{epoch}.pt"
-        return path if path.exists() else stage_dir / "final.pt"
-    return stage_dir / "final.pt"
+    if not epoch:
+        return stage_dir / "final.pt"
+    path = stage_dir / f"checkpoint-{epoch}.pt"
+    if path.exists():
+        return path
+    stages = {s.name: s for s in recipe.stage} if recipe is not None else {}
+    if name in stages and int(epoch) == stages[name].epochs:
+        return stage_dir / "final.pt"
+    raise CheckpointError(f"{path}: checkpoint not found (init_from = '{ref}' needs stage '{name}' saved at epoch "
+                          f"{epoch}; rerun that stage, e.g. in a new run directory)")
 
 
 def build_stage_model(
@@ -36,7 +44,7 @@ def build_stage_model(
     torch.manual_seed((recipe.run.seed if stage.seed is None else stage.seed) + 1000 * index)
     if not stage.init_from:
         return create_model(recipe.model.arch, num_classes, recipe.model.width, **recipe.model.options())
-    state = load_checkpoint(checkpoint_path(run_dir, stage.init_from))
+    state = load_checkpoint(checkpoint_path(run_dir, stage.init_from, recipe))
     # a checkpoint of a physically pruned network says how to build it (e.g. Early-Bird's channel cfg)
     kwargs = {**recipe.model.options(), **state.get("model_kwargs", {})}
     model = create_model(recipe.model.arch, num_classes, recipe.model.width, **kwargs)
@@ -83,6 +91,11 @@ def run_recipe(
     log.progress.stop()
     if not dist.is_main():
         return summary
+    if recipe.analyses:
+        h5 = run_dir / "analysis.h5"
+        moved = set_aside_if_damaged(h5)  # a damaged file would fail every analysis, now and on every resume
+        if moved is not None:
+            log.log(f"warning: {h5} was damaged; moved aside to {moved}; recomputing")
     actx = AnalysisContext(recipe=recipe, run_dir=run_dir, device=device, _data=data)
     for mode in recipe.analyses:
         log.status(stage=f"analysis:{mode}")

@@ -176,6 +176,7 @@ class Trainer:
         if resume and last.exists():
             self.load_state_dict(load_checkpoint(last, self.device))
             self.ctx.log.log(f"stage {self.cfg.name}: resumed after epoch {self.epoch}")
+            self.save_epoch_checkpoint(only_missing=True)  # written by an older version after last.pt, maybe lost
         log, nb = self.ctx.log, len(self.train_loader)
         log.truncate_metrics(lambda r: r.get("stage") != self.cfg.name
                              or (r.get("epoch", 0) <= self.epoch and not r.get("final")))
@@ -215,11 +216,8 @@ class Trainer:
             if self.cfg.record_predictions:
                 self.record_trajectory()
             log.metric(record)
+            self.save_epoch_checkpoint()  # before last.pt: a kill between the two must not lose epoch E for good
             save_checkpoint(last, self.state_dict())
-            if self.cfg.save_every and self.epoch % self.cfg.save_every == 0 and self.epoch < self.cfg.epochs:
-                save_checkpoint(self.stage_dir / f"checkpoint-{self.epoch}.pt", {"model": self.model.state_dict(),
-                                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-                                "model_kwargs": self.model_kwargs})
             done = self.ctx.steps_before + self.step
             log.status(stage=self.cfg.name, epoch=self.epoch, epochs=self.cfg.epochs,
                        progress=round(done / max(self.ctx.steps_total, 1), 4), last=_short(record))
@@ -229,6 +227,18 @@ class Trainer:
                     + (f" {self.ctx.data.eval_name} {acc:.2f}%" if acc is not None else "")
                     + f" ({record['img_s']:.0f} img/s)")
         self.finish()
+
+    def save_epoch_checkpoint(self, only_missing: bool = False) -> None:
+        """checkpoint-E.pt (weights and optimizer, what `init_from = "STAGE@E"` and FGE start from) when the
+        stage's `save_every` asks for epoch E; the last epoch's is final.pt."""
+        every = self.cfg.save_every
+        if not (every and self.epoch and self.epoch % every == 0 and self.epoch < self.cfg.epochs):
+            return
+        path = self.stage_dir / f"checkpoint-{self.epoch}.pt"
+        if only_missing and path.exists():
+            return
+        save_checkpoint(path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                               "epoch": self.epoch, "model_kwargs": self.model_kwargs})
 
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One pass over the training data; returns device-side loss and hit sums and the sample count."""

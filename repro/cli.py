@@ -153,15 +153,20 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
 
 
 def _ensemble_table(run_dir: Path) -> Table | None:
-    """Members beside their ensemble: accuracy, NLL and (when calibrated) ECE, from analysis.h5."""
-    from engine.store import groups, read_group
+    """Members beside their ensemble: accuracy, NLL and (when calibrated) ECE, from analysis.h5; None, with a
+    warning naming the file, when it cannot be read (the run's other results still print)."""
+    from engine.store import DamagedFile, groups, read_group
 
     h5 = Path(run_dir) / "analysis.h5"
-    have = groups(h5)
-    if "predict" not in have:
+    try:
+        have = groups(h5)
+        if "predict" not in have:
+            return None
+        p = read_group(h5, "predict")
+        ece = read_group(h5, "calibration")["ece"] if "calibration" in have else None
+    except DamagedFile as e:
+        click.echo(f"warning: no ensemble table: {e}", err=True)
         return None
-    p = read_group(h5, "predict")
-    ece = read_group(h5, "calibration")["ece"] if "calibration" in have else None
     t = Table("member", "accuracy (%)", "NLL", *(["ECE"] if ece is not None else []), title="ensemble")
     for i, name in enumerate(p["member_names"]):
         t.add_row(name, f"{p['member_acc'][i]:.2f}", f"{p['member_nll'][i]:.4f}",
@@ -212,6 +217,7 @@ def analyze(run_dir: str, mode: str, device: str) -> None:
     from engine.config import suggest
     from engine.device import resolve_device
     from engine.runner import run_analysis
+    from engine.store import set_aside_if_damaged
     from repro.rundir import RunLock
 
     path = _run_dir(run_dir)
@@ -219,6 +225,10 @@ def analyze(run_dir: str, mode: str, device: str) -> None:
         raise UsageProblem(f"unknown analysis mode '{mode}'{suggest(mode, sorted(ANALYSES))}")
     recipe = load_resolved(path / "recipe.toml")
     with RunLock(path):
+        h5 = path / "analysis.h5"
+        moved = set_aside_if_damaged(h5)  # else every analysis would fail on it for ever
+        if moved is not None:
+            click.echo(f"warning: {h5} was damaged; moved aside to {moved}; recomputing", err=True)
         ctx = AnalysisContext(recipe=recipe, run_dir=path, device=resolve_device(device))
         try:
             res = run_analysis(mode, ctx)
@@ -256,8 +266,9 @@ def plot(run_dir: str, mode: str, output: str) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include smoke runs.")
 @_root_option
 def report(as_json: bool, only: str | None, show_all: bool, root: str | None) -> None:
-    """Reproduced numbers beside the paper's, one row per run and expected metric."""
-    from repro.report import report_rows
+    """Reproduced numbers beside the paper's, one row per run and expected metric (a run whose files cannot be read
+    shows as damaged, with a warning saying which file and why)."""
+    from repro.report import damaged_runs, report_rows
 
     infos = [i for i in list_runs(run_root(root)) if only is None or i.recipe == only]
     rows = [r for r in report_rows(infos) if show_all or not r["smoke"]]
@@ -273,6 +284,8 @@ def report(as_json: bool, only: str | None, show_all: bool, root: str | None) ->
         t.add_row(r["recipe"], r["run_id"], r["state"], r["metric"], _fmt(r["reproduced"]), _fmt(r["paper"]),
                   _fmt(r["delta"], signed=True), ok, cost, nz)
     out_console.print(t)
+    for run, error in damaged_runs(rows).items():
+        click.echo(f"warning: {run}: {error}", err=True)
 
 
 @cli.command()
@@ -301,7 +314,12 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     --topology also the wall time of one prune-and-regrow update (median and min, ms)."""
     from engine.bench import bench_recipe, measure, time_topology
     from engine.device import resolve_device
+    from engine.models import UnknownArch, canonical_arch
 
+    try:
+        canonical_arch(arch)
+    except UnknownArch as e:
+        raise UsageProblem(f"--arch: {e}") from None
     dev = resolve_device(device)
     cpu = dev.type == "cpu"
     bs = batch_size or (32 if cpu else 128)
@@ -449,11 +467,16 @@ def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, re
 
 def _figures(run_dir: Path) -> None:
     """Every analysis of a run that has a figure, as <run>/figures/<mode>.png."""
-    from engine.store import groups
+    from engine.store import DamagedFile, groups
     from repro.plots import PLOTS
     from repro.plots import plot as draw
 
-    for mode in groups(run_dir / "analysis.h5"):
+    try:
+        modes = groups(run_dir / "analysis.h5")
+    except DamagedFile as e:
+        click.echo(f"warning: no figures: {e}", err=True)
+        return
+    for mode in modes:
         if mode in PLOTS:
             try:
                 draw(run_dir, mode, run_dir / "figures" / f"{mode}.png")
@@ -472,7 +495,7 @@ def tui(root: str | None) -> None:
 
 def main() -> None:
     """Entry point: one clear line per error, exit 2 for bad usage or recipes, 1 for failed runs."""
-    from engine.errors import DataError
+    from engine.errors import DataError, DeviceError, Terminated, UnsafePathError
     from engine.io import CheckpointError
 
     debug = "--debug" in sys.argv or bool(os.environ.get("REPRO_DEBUG"))
@@ -487,14 +510,20 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (and so SIGTERM's Terminated) into Abort
+        if isinstance(e.__context__, Terminated):
+            click.echo("terminated (SIGTERM); continue with --resume", err=True)
+            sys.exit(128 + Terminated.signum)
         click.echo("aborted", err=True)
         sys.exit(130)
-    except (RunDirError, DataError, CheckpointError) as e:
+    except (RunDirError, DataError, CheckpointError, DeviceError, UnsafePathError) as e:
         if debug:
             raise
         click.echo(f"error: {e}", err=True)
-        sys.exit(2 if isinstance(e, RunDirError) else 1)
+        sys.exit(2 if isinstance(e, (RunDirError, DeviceError, UnsafePathError)) else 1)
+    except Terminated:
+        click.echo("terminated (SIGTERM); continue with --resume", err=True)
+        sys.exit(128 + Terminated.signum)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,8 @@ import torch
 
 from engine.config import Recipe
 from engine.device import resolve_device
-from engine.io import write_text
+from engine.errors import Terminated
+from engine.io import append_text, write_text
 from engine.runlog import NullProgress, Progress, RunLog, now
 from engine.runner import run_recipe
 from engine.trainer import TrainingDiverged
@@ -35,6 +40,8 @@ class Outcome:
 def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: bool) -> tuple[Path, bool]:
     """The run directory to use and whether it continues an earlier run."""
     name = res.recipe.name
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise RunDirError(f"{out}: --out names a file, not a directory")
     if resume:
         run_dir = Path(out) if out else latest_unfinished(root, name, res.tag)
         if run_dir is None:
@@ -57,23 +64,47 @@ def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: boo
 def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool = False, device: str = "auto",
             smoke: bool = False, progress: Progress | None = None, nproc: int = 1) -> Outcome:
     """Run one resolved recipe to the end (or to a failure, recorded in status.json); nproc > 1 runs it as
-    nproc data-parallel processes through torchrun while this process holds the run directory's lock."""
+    nproc data-parallel processes through torchrun while this process holds the run directory's lock.
+
+    Bad usage (a device that is not there, an --out that is a file) is refused before anything is written."""
+    dev = resolve_device(device)
     run_dir, continuing = prepare(res, root, out, resume, smoke)
-    with RunLock(run_dir):
+    with RunLock(run_dir) as lock, terminate_as_interrupt():
         if continuing:
             recipe = load_resolved(run_dir / "recipe.toml")
         else:
             recipe = res.recipe
             write_text(run_dir / "recipe.toml", to_toml(recipe))
         log = RunLog(run_dir, progress or NullProgress())
+        if lock.removed:
+            log.log(f"removed {len(lock.removed)} temp file(s) left by an interrupted write")
         started = log._status.get("started") if continuing else None
-        gpu = torch.cuda.get_device_name(0) if device != "cpu" and torch.cuda.is_available() else "none"
+        gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"
         tag = log._status.get("tag", res.tag) if continuing else res.tag
-        log.status(state="running", recipe=recipe.name, tag=tag, smoke=smoke or log._status.get("smoke", False),
+        log.status(state="running", recipe=recipe.name, tag=tag,
+                   smoke=smoke or recipe.run.smoke or bool(log._status.get("smoke", False)),
                    started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu)
         if nproc > 1:
             return _torchrun(run_dir, log, nproc, device, continuing)
-        return run_and_record(recipe, run_dir, log, device, continuing)
+        return run_and_record(recipe, run_dir, log, device, continuing, dev=dev)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated (a KeyboardInterrupt), so a run stopped by `kill`, a scheduler
+    or the TUI records itself as killed (resumable), as Ctrl-C does. Only the main thread can install it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_and_record(recipe: Recipe, run_dir: Path, log: RunLog, device: str, continuing: bool,
@@ -85,14 +116,15 @@ def run_and_record(recipe: Recipe, run_dir: Path, log: RunLog, device: str, cont
         summary = run_recipe(recipe, run_dir, log, device=dev, resume=continuing)
     except TrainingDiverged as e:
         return _fail(log, run_dir, str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         log.progress.stop()
-        log.status(state="killed", error="interrupted")
+        why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        log.status(state="killed", error=why)
+        log.log(f"killed: {why}; continue with --resume")
         raise
     except Exception as e:  # noqa: BLE001 - recorded, shown as one line, traceback in log.txt
         if log.enabled:
-            with open(run_dir / "log.txt", "a") as f:
-                f.write(traceback.format_exc())
+            append_text(run_dir / "log.txt", traceback.format_exc())
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return _fail(log, run_dir, msg, exc=e)
     log.status(state="done", progress=1.0, summary=summary, finished=now())
@@ -104,7 +136,19 @@ def _torchrun(run_dir: Path, log: RunLog, nproc: int, device: str, continuing: b
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "repro.worker", str(run_dir), "--device", device] + (["--resume"] if continuing else [])
     log.log(f"launching {nproc} processes: {' '.join(cmd[2:])}")
-    rc = subprocess.run(cmd).returncode
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt as e:  # pass the stop on to torchrun (which stops its workers), then record it
+        proc.send_signal(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        RunLog(run_dir, log.progress).status(state="killed", error="terminated (SIGTERM)"
+                                             if isinstance(e, Terminated) else "interrupted")
+        raise
     status = RunLog(run_dir, enabled=True)
     state = status._status.get("state")
     if rc == 0 and state == "done":

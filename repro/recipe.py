@@ -71,6 +71,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError([f"{path}: (toml): {e}"]) from None
+    except UnicodeDecodeError:
+        raise RecipeError([f"{path}: not a TOML text file (it is not UTF-8)"]) from None
     except OSError as e:
         raise RecipeError([f"{path}: cannot read ({e.strerror})"]) from None
 
@@ -154,7 +156,7 @@ def apply_smoke(raw: dict[str, Any]) -> None:
     data.update(smoke_data)
     model = raw.setdefault("model", {})
     model["width"] = min(float(model.get("width", 1.0)), SMOKE_WIDTH)
-    raw.setdefault("run", {})["compile"] = False
+    raw.setdefault("run", {}).update(compile=False, smoke=True)
     analysis = raw.setdefault("analysis", {})
     if isinstance(analysis, dict):
         analysis.update(ood_dataset="synthetic", tsne_images=64)
@@ -340,25 +342,56 @@ class Resolved:
 
 
 def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = False) -> list[Resolved]:
-    """Load a recipe by path or name and resolve it into one Resolved per sweep point."""
+    """Load a recipe by path or name and resolve it into one Resolved per sweep point.
+
+    Under --smoke the full-size recipe is validated first, so smoke and full runs accept exactly the same
+    recipes and the smoke profile only ever rewrites a valid one.
+    """
     path = find_recipe(str(ref))
     origin = str(path)
     raw = read_toml(path)
     pairs = parse_sets(sets)
     if smoke:
+        _resolve(copy.deepcopy(raw), pairs, origin, cover=False)
         apply_smoke(raw)
         smoke_tbl = raw.get("smoke", {})
         if isinstance(smoke_tbl, dict):
             problems = apply_overrides(raw, smoke_tbl, f"{origin}: smoke")
             if problems:
                 raise RecipeError(problems)
+    return _resolve(raw, pairs, origin, cover=smoke, source=path)
+
+
+def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cover: bool,
+             source: Path | None = None) -> list[Resolved]:
+    """Apply --set, expand the sweep, validate each point; a problem that only the --set values cause is
+    attributed to `--set`, not to the recipe file."""
+    plain = copy.deepcopy(raw) if pairs else None
     problems = apply_overrides(raw, pairs, "--set")
     if problems:
         raise RecipeError(problems)
-    out = []
-    for tag, r in expand_sweep(raw, origin, cover=smoke):
-        out.append(Resolved(validate(r, origin), tag, path))
-    return out
+    try:
+        return [Resolved(validate(r, origin), tag, source or Path(origin))
+                for tag, r in expand_sweep(raw, origin, cover=cover)]
+    except RecipeError as e:
+        if plain is None:
+            raise
+        try:
+            own = {line for tag_r in expand_sweep(plain, origin, cover=cover) for line in _problems(tag_r[1], origin)}
+        except RecipeError as e2:
+            own = set(e2.lines)
+        lines = [line if line in own else "--set" + line[len(origin):] if line.startswith(origin + ":") else line
+                 for line in e.lines]
+        raise RecipeError(lines) from None
+
+
+def _problems(raw: dict[str, Any], origin: str) -> list[str]:
+    """The problem lines of one raw recipe (empty when valid)."""
+    try:
+        validate(raw, origin)
+    except RecipeError as e:
+        return e.lines
+    return []
 
 
 def to_toml(recipe: Recipe) -> str:
@@ -366,6 +399,8 @@ def to_toml(recipe: Recipe) -> str:
     data = recipe.model_dump(exclude_none=True)
     data.pop("sweep", None)
     data["train"] = {k: v for k, v in data.get("train", {}).items() if v is not None}
+    if not data.get("run", {}).get("smoke", True):
+        del data["run"]["smoke"]  # only smoke runs say so
     return tomli_w.dumps(data, multiline_strings=True)
 
 

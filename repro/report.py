@@ -6,13 +6,26 @@ from pathlib import Path
 from typing import Any
 
 from engine.runlog import read_metrics
-from engine.store import groups, read_group
+from engine.store import DamagedFile, groups, read_group
 from repro.recipe import RecipeError, load_resolved
 from repro.rundir import RunInfo
 
+# what reading a run's metrics.jsonl and analysis.h5 raises when they are damaged or foreign (DamagedFile is an
+# OSError; a group written by another version may lack a dataset: KeyError; a bad number: ValueError or TypeError)
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+
+
+def _one_line(e: BaseException, run_dir: Path) -> str:
+    """An error as one line that names the file: DamagedFile's own message, else the run directory and the reason."""
+    if isinstance(e, DamagedFile):
+        return str(e)
+    reason = " ".join(str(e).split()) or type(e).__name__
+    return f"{run_dir}: cannot read its metrics ({type(e).__name__}: {reason})"
+
 
 def run_metrics(run_dir: Path) -> dict[str, float]:
-    """The metric names `[expect]` may use, computed from metrics.jsonl and analysis.h5 (percent units)."""
+    """The metric names `[expect]` may use, computed from metrics.jsonl and analysis.h5 (percent units); raises
+    DamagedFile (or another OSError, ValueError, KeyError, TypeError) for files that cannot be read."""
     out: dict[str, float] = {}
     records = read_metrics(run_dir)
     if records:
@@ -71,27 +84,43 @@ def report_markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['recipe']} | {r['run_id']} | {r['state']} | {r['metric']} | {f(r['paper'])} | "
                      f"{f(r['reproduced'])} | {f(r['delta'], '+.2f')} | {ok} | {f(r['train_flops_vs_dense'], '.3f')} "
                      f"| {wt_s} | {r.get('gpu') or '-'} | {r['source']} |")
+    errors = damaged_runs(rows)
+    if errors:
+        lines += ["", "## Damaged runs", "", *(f"- {run}: {error}" for run, error in errors.items())]
     return "\n".join(lines) + "\n"
 
 
+def damaged_runs(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """'recipe / run' -> why its files could not be read, once per damaged run (for warnings and REPORT.md)."""
+    return {f"{r['recipe']} / {r['run_id']}": r["error"] for r in rows if r.get("error")}
+
+
 def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
-    """One row per (run, expected metric); a run without `[expect]` gives one row with its main metric."""
+    """One row per (run, expected metric); a run without `[expect]` gives one row with its main metric. A run whose
+    files cannot be read keeps its rows, with state `damaged`, no numbers and `error` saying which file and why."""
     rows = []
     for info in runs:
         try:
             recipe = load_resolved(info.path / "recipe.toml")
         except (RecipeError, OSError):
             continue
-        got = run_metrics(info.path)
+        error = None
+        try:
+            got = run_metrics(info.path)
+        except _UNREADABLE as e:  # one damaged run must not hide the others: its rows say why instead
+            got, error = {}, _one_line(e, info.path)
         exp = recipe.expect
         summary = info.status.get("summary") or {}
-        base = {"recipe": info.recipe, "run_id": info.run_id, "state": info.state,
-                "smoke": bool(info.status.get("smoke")), "source": exp.source,
+        base = {"recipe": info.recipe, "run_id": info.run_id, "state": "damaged" if error else info.state,
+                "smoke": info.smoke, "source": exp.source,
                 "train_flops": summary.get("train_flops"), "train_flops_vs_dense": summary.get("train_flops_vs_dense"),
                 "params": summary.get("params.params"), "params_nonzero": summary.get("params.nonzero"),
-                "wall_time": wall_time(info.status), "gpu": info.status.get("gpu")}
+                "wall_time": wall_time(info.status), "gpu": info.status.get("gpu"), "error": error}
         if not exp.metrics:
-            main = "ensemble_acc" if "ensemble_acc" in got else "test_acc"
+            if error:  # the metric it would report had its analyses been readable
+                main = "ensemble_acc" if "predict" in recipe.analyses else "test_acc"
+            else:
+                main = "ensemble_acc" if "ensemble_acc" in got else "test_acc"
             rows.append({**base, "metric": main, "paper": None, "reproduced": got.get(main), "delta": None,
                          "tolerance": None, "within": None})
             continue

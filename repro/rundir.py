@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import socket
+import stat
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.io import clean_temp_files
 from engine.runlog import read_metrics
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LOCK_WAIT_S = 0.5
+"""How long acquiring a run's lock retries before refusing: a listing's probe holds it for microseconds, a run
+for its whole life."""
 
 
 class RunDirError(Exception):
@@ -39,25 +53,54 @@ def new_run_dir(root: Path, recipe: str, tag: str = "", smoke: bool = False) -> 
 
 
 class RunLock:
-    """An exclusive flock on <run>/.lock held for the whole run; the kernel drops it if the process dies."""
+    """An exclusive flock on <run>/.lock held for the whole run; the kernel drops it if the process dies.
+
+    Acquiring it is the moment a run (or `repro analyze`) takes the directory over, so it also refuses a directory
+    holding symbolic links (a run directory received from someone else must not make us write elsewhere) and
+    removes the temp files that killed atomic writes left behind (`removed`).
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
         self.fd: int | None = None
+        self.removed: list[Path] = []
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP or self.path.is_symlink():
+                raise RunDirError(f"{self.path}: is a symbolic link; repro never writes through links "
+                                  "(remove it)") from None
+            raise RunDirError(f"{self.path}: cannot open the run's lock ({e.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
             os.close(fd)
-            pid = _read_pid(self.path)
-            raise RunDirError(f"{self.path.parent}: another run is using this directory"
-                              + (f" (pid {pid})" if pid else "")) from None
+            raise RunDirError(f"{self.path}: is a hard link to another file; repro never writes through links "
+                              "(remove it)")
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    continue
+                os.close(fd)
+                pid = _read_lock(self.path)[0]
+                raise RunDirError(f"{self.path.parent}: another run is using this directory"
+                                  + (f" (pid {pid})" if pid else "")) from None
+        try:
+            check_no_links(self.path.parent)
+        except RunDirError:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}".encode())
         self.fd = fd
+        self.removed = clean_temp_files(self.path.parent)
         return self
 
     def release(self) -> None:
@@ -73,27 +116,80 @@ class RunLock:
         self.release()
 
 
-def _read_pid(path: Path) -> int | None:
+def check_no_links(run_dir: Path) -> None:
+    """Refuse a run directory with a symbolic link anywhere inside it (the directory's own path may be one)."""
+    for dirpath, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                raise RunDirError(f"{p}: is a symbolic link; repro never writes through links in a run directory "
+                                  "(remove it, or copy the run without links)")
+
+
+def _read_lock(path: Path) -> tuple[int | None, str | None]:
+    """The (pid, host) a lock file records ("pid host"; older runs wrote the pid alone); never follows a link."""
     try:
-        return int(path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None, None
+    try:
+        words = os.read(fd, 512).decode(errors="replace").split()
+    finally:
+        os.close(fd)
+    try:
+        pid = int(words[0]) if words else None
+    except ValueError:
+        return None, None
+    return (pid or None), (words[1] if len(words) > 1 else None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    except OSError:
+        return False
+    return True
 
 
 def is_locked(run_dir: Path) -> bool:
-    """True while some live process holds the run's lock."""
+    """True while some live process holds the run's lock.
+
+    Listings call this for every run, often, so it must never make a starting run fail to take its lock: a lock
+    whose recorded process (on this host) is gone is free without touching it; only a live pid, or one recorded
+    on another host, is confirmed with a shared-lock probe (and acquiring retries for LOCK_WAIT_S anyway).
+    """
     path = Path(run_dir) / ".lock"
-    if not path.exists():
+    pid, host = _read_lock(path)
+    if pid is None:
         return False
-    fd = os.open(path, os.O_RDONLY)
+    if (host is None or host == socket.gethostname()) and not _pid_alive(pid):
+        return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
     except BlockingIOError:
         return True
     finally:
         os.close(fd)
+
+
+def recipe_is_smoke(run_dir: Path) -> bool:
+    """Whether the run's recipe.toml was resolved under --smoke (`[run] smoke = true`); False when unreadable."""
+    try:
+        with open(Path(run_dir) / "recipe.toml", "rb") as f:
+            run = tomllib.load(f).get("run", {})
+    except (OSError, ValueError):
+        return False
+    return isinstance(run, dict) and run.get("smoke") is True
 
 
 @dataclass
@@ -109,6 +205,11 @@ class RunInfo:
     best: float | None
     error: str
     status: dict[str, Any]
+
+    @property
+    def smoke(self) -> bool:
+        """A smoke run by status.json or by its recipe.toml (which stays right when status.json is lost)."""
+        return bool(self.status.get("smoke")) or recipe_is_smoke(self.path)
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "recipe": self.recipe, "run_id": self.run_id, "state": self.state,
@@ -161,7 +262,7 @@ def latest_done(root: Path, recipe: str, tag: str = "") -> Path | None:
         return None
     for run in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
         info = read_run(run)
-        if info.state == "done" and info.status.get("tag", "") == tag and not info.status.get("smoke"):
+        if info.state == "done" and info.status.get("tag", "") == tag and not info.smoke:
             return run
     return None
 
@@ -174,7 +275,7 @@ def latest_unfinished(root: Path, recipe: str, tag: str = "", smoke: bool | None
         return None
     for run in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
         info = read_run(run)
-        if smoke is not None and bool(info.status.get("smoke")) != smoke:
+        if smoke is not None and info.smoke != smoke:
             continue
         if info.state not in ("done", "running") and info.status.get("tag", "") == tag and (
                 run / "recipe.toml").exists():

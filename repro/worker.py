@@ -14,7 +14,7 @@ import torch.distributed as tdist
 
 from engine import dist
 from engine.runlog import NullProgress, RunLog
-from repro.launch import run_and_record
+from repro.launch import run_and_record, terminate_as_interrupt
 from repro.recipe import load_resolved
 
 
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         progress = RichProgress()
     log = RunLog(args.run_dir, progress, enabled=dist.is_main())
     try:
-        outcome = run_and_record(recipe, args.run_dir, log, args.device, args.resume, dev=device)
+        with terminate_as_interrupt():
+            outcome = run_and_record(recipe, args.run_dir, log, args.device, args.resume, dev=device)
     finally:
         if tdist.is_initialized():
             tdist.destroy_process_group()

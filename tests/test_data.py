@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import pickle
 import socket
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 import torch
 import torch.nn.functional as F
 
@@ -256,6 +259,60 @@ def test_corrupt_cifar_file_is_one_line(tmp_path, no_download):
     msg = str(err.value)
     assert msg.startswith("cifar10 in ") and "unreadable" in msg and "\n" not in msg
     assert not no_download
+
+
+class _Hostile:
+    """Unpickling this runs `exec`, which writes a marker file: what a planted batch file could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def _plant_hostile_batch(root: Path, marker: Path) -> Path:
+    """A fake cifar-10 tree whose data_batch_1 runs code when pickle.load reads it."""
+    _fake_cifar10(root)
+    bad = root / "cifar-10-batches-py" / "data_batch_1"
+    with open(bad, "wb") as fh:
+        pickle.dump({b"data": _Hostile(marker), b"labels": [0]}, fh, protocol=2)
+    return bad
+
+
+def test_hostile_cifar_pickle_is_refused_without_running_it(tmp_path, no_download):
+    marker = tmp_path / "pwned"
+    bad = _plant_hostile_batch(tmp_path / "data", marker)
+    with pytest.raises(DataError) as err:
+        load_dataset("cifar10", tmp_path / "data")
+    assert str(err.value) == (
+        f"cifar10 in {bad.parent} is unreadable (data_batch_1: refused to unpickle 'builtins.exec': not a CIFAR "
+        "batch): delete that folder to download it again"
+    )
+    assert not marker.exists()
+    assert not no_download
+
+
+def test_repro_run_on_a_hostile_cifar_tree_fails_with_one_line(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = _plant_hostile_batch(tmp_path / "data", marker)
+    recipe = tmp_path / "hostile.toml"
+    recipe.write_text(tomli_w.dumps({
+        "name": "hostile", "paper": "demo",
+        "data": {"dataset": "cifar10", "root": str(tmp_path / "data"), "train_subset": 8, "test_subset": 4},
+        "model": {"arch": "cifar_resnet_8", "width": 0.25}, "train": {"epochs": 1},
+        "stage": [{"name": "train", "method": "train"}],
+    }))
+    res = subprocess.run([sys.executable, "-m", "repro.cli", "run", str(recipe), "--device", "cpu", "--quiet",
+                          "--root", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    naming = [line for line in res.stderr.splitlines() if "data_batch_1" in line]
+    assert naming == [
+        f"error: run failed: cifar10 in {bad.parent} is unreadable (data_batch_1: refused to unpickle "
+        "'builtins.exec': not a CIFAR batch): delete that folder to download it again"
+    ]
+    assert "Traceback" not in res.stderr
+    assert not marker.exists()
 
 
 # ---- augmentation ----------------------------------------------------------------------------------------

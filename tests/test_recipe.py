@@ -104,7 +104,7 @@ def test_set_overrides_are_type_checked(tmp_path: Path) -> None:
     r = load(str(p), ("train.epochs=5", "model.arch=wrn-16-8", "stage.post.optimizer.lr=0.01"))[0].recipe
     assert [s.epochs for s in r.stage] == [5, 2] and r.model.arch == "wrn-16-8"
     assert r.stage[1].optimizer.lr == 0.01 and r.stage[0].optimizer.lr == 0.1
-    assert errors(p, ("run.seed=abc",)) == [f"{p}: run.seed: input should be a valid integer (got 'abc')"]
+    assert errors(p, ("run.seed=abc",)) == ["--set: run.seed: input should be a valid integer (got 'abc')"]
     assert errors(p, ("stage.nostage.epochs=1",)) == [
         "--set: stage.nostage.epochs: no stage named 'nostage'; choose from pre, post"]
     assert parse_value("[1, 2]") == [1, 2] and parse_value("true") is True and parse_value("x-y") == "x-y"

@@ -64,7 +64,7 @@ class Curve(Method):
         self._flops = layer_flops(model, tuple(t.ctx.data.train.x.shape[1:]))
         curve = CurveNet(model, p.curve, p.num_bends, p.fix_start, p.fix_end)
         for k, ref in ((0, p.start), (p.num_bends - 1, p.end)):
-            path = checkpoint_path(t.ctx.run_dir, ref)
+            path = checkpoint_path(t.ctx.run_dir, ref, t.ctx.recipe)
             curve.import_base(load_checkpoint(path)["model"], k)
         if p.init_linear:
             curve.init_linear()

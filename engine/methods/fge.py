@@ -55,7 +55,7 @@ class FGE(Method):
         t = self.trainer
         opt = build_optimizer(t.cfg.optimizer, self.model)
         if self.params.load_optimizer:
-            path = checkpoint_path(t.ctx.run_dir, t.cfg.init_from)
+            path = checkpoint_path(t.ctx.run_dir, t.cfg.init_from, t.ctx.recipe)
             state = load_checkpoint(path)
             if "optimizer" not in state:  # a stage's final.pt keeps only weights; last.pt is the same epoch
                 path = path.parent / "last.pt"
