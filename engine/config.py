@@ -18,6 +18,7 @@ METRICS = (
     "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
     "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean", "superposed_acc",
     "curve_min_train_loss", "curve_max_train_loss", "curve_min_test_error", "curve_max_test_error",
+    "bn_train_loss", "bn_test_error",
 )
 
 
@@ -46,6 +47,8 @@ class RunConfig(Strict):
     dense_reference_epochs: int = Field(0, ge=0)  # training cost is reported relative to one dense model trained
     # this long (0: the longest stage)
     smoke: bool = False  # set by --smoke: the run directory's recipe.toml says it is a smoke run
+    faithful: bool = False  # set by --faithful: every switchable difference from the original code switched off
+    faithful_applied: list[str] = Field(default_factory=list)  # the engine.fidelity entries --faithful set
 
 
 class DataConfig(Strict):
@@ -62,6 +65,10 @@ class DataConfig(Strict):
     normalize: str = "cifar10"
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(500, gt=0)
+    # the trainer's evaluation accuracy: over all images, or the mean of per-batch accuracies (Early-Bird's test(),
+    # where a short last batch weighs as much as a full one)
+    eval_accuracy: Literal["per_image", "batch_mean"] = "per_image"
+    val_augment: bool = False  # true: the held-out split is scored with the training augmentation, as the originals
     # image-folder data (imagenet, synthetic-imagenet): RandomResizedCrop(image_size) + flip for training,
     # Resize(resize) + CenterCrop(image_size) for evaluation, decoded by `workers` DataLoader processes
     image_size: int = Field(224, ge=8, le=1024)
@@ -174,6 +181,9 @@ class SparseConfig(Strict):
     dense_layers: list[str] = Field(default_factory=list)
     draw: Literal["exact", "bernoulli"] = "exact"
     mask_momentum: bool = True
+    # layers at density 1.0 (ERK-dense): false leaves them alone at topology updates; true prunes and regrows them
+    # like the others (their smallest weights restart at zero), as FreeTickets' CIFAR Masking does
+    update_full_layers: bool = False
     update_frequency: int = Field(1000, gt=0)
     prune: Literal["magnitude", "set", "threshold"] = "magnitude"
     growth: Literal["random", "gradient", "momentum"] = "gradient"
@@ -203,6 +213,7 @@ class TrainDefaults(Strict):
     eval_every: int | None = Field(None, gt=0)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     sparse: SparseConfig | None = None
+    keep: Literal["final", "best"] | None = None
 
 
 class StageConfig(Strict):
@@ -223,6 +234,9 @@ class StageConfig(Strict):
     batch_size: int | None = Field(None, gt=0)  # this stage's global training batch (default: [data].batch_size)
     sparse: SparseConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    # the ensemble member this stage contributes: its final weights, or `<stage>/best.pt`, the checkpoint with the
+    # best accuracy on the evaluation split (the held-out split when there is one, else the test split)
+    keep: Literal["final", "best"] = "final"
 
     @field_validator("method")
     @classmethod
@@ -233,6 +247,18 @@ class StageConfig(Strict):
             raise ValueError(f"unknown method '{v}'{suggest(v, sorted(METHODS))}")
         return v
 
+    @model_validator(mode="after")
+    def _keep(self) -> StageConfig:
+        """`keep` chooses between the stage's own weights; a method that picks its members itself (EDST's
+        tickets, FGE's snapshots, ...) would silently ignore it, so that is an error."""
+        from engine.methods import METHODS
+        from engine.methods.base import Method
+
+        if self.keep == "best" and METHODS[self.method].members is not Method.members:
+            raise ValueError(f"keep = 'best' does not apply to method '{self.method}': it chooses its own ensemble "
+                             "members")
+        return self
+
     def init_ref(self) -> tuple[str, int | None]:
         """`init_from` as (stage name, epoch or None for the stage's final weights)."""
         name, _, epoch = self.init_from.partition("@")
@@ -240,10 +266,12 @@ class StageConfig(Strict):
 
 
 class ExpectConfig(Strict):
-    """`[expect]`: the paper's headline numbers for this recipe (percent for accuracies and errors)."""
+    """`[expect]`: the paper's headline numbers for this recipe (percent for accuracies and errors, nats for
+    losses). `tolerance` is one number for every metric, or a table `{ test_error = 0.5, train_loss = 0.05 }`
+    with one entry per metric, since a loss in nats and an error in percent need different margins."""
 
     source: str = ""
-    tolerance: float = Field(1.0, ge=0)
+    tolerance: float | dict[str, float] = 1.0
     metrics: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("metrics")
@@ -254,14 +282,55 @@ class ExpectConfig(Strict):
                 raise ValueError(f"unknown metric '{k}'{suggest(k, METRICS)}")
         return v
 
+    @field_validator("tolerance", mode="plain")
+    @classmethod
+    def _tolerance(cls, v: Any) -> float | dict[str, float]:
+        def number(x: Any, what: str) -> float:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0:
+                raise ValueError(f"{what} must be a number >= 0 (got {x!r})")
+            return float(x)
+
+        if isinstance(v, dict):
+            for k in v:
+                if k not in METRICS:
+                    raise ValueError(f"unknown metric '{k}'{suggest(str(k), METRICS)}")
+            return {k: number(x, f"tolerance of '{k}'") for k, x in v.items()}
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return number(v, "tolerance")
+        raise ValueError(f"must be a number (for every metric) or a table of metric = tolerance (got {v!r})")
+
+    @model_validator(mode="after")
+    def _every_metric_has_a_tolerance(self) -> ExpectConfig:
+        if isinstance(self.tolerance, dict):
+            missing = [m for m in self.metrics if m not in self.tolerance]
+            if missing:
+                raise ValueError(f"tolerance has no entry for metric '{missing[0]}' (a tolerance table needs one "
+                                 "per metric)")
+        return self
+
+    def tolerance_for(self, metric: str) -> float:
+        """The tolerance of one expected metric: its own entry in a table, else the single number."""
+        return self.tolerance[metric] if isinstance(self.tolerance, dict) else self.tolerance
+
 
 class AnalysisOptions(Strict):
     """`[analysis]`: settings of the analyses (and of what training records for them)."""
 
     bins: int = Field(15, gt=1, le=100)
+    # ECE bins: "equal" is `bins` equal-width bins over [0, 1]; "original" is FreeTickets' np.digitize over
+    # linspace(0, 1, bins) edges (right=True): bins - 1 bins of width 1/(bins - 1), 14 for the default 15
+    ece_binning: Literal["equal", "original"] = "equal"
     ood_dataset: str = "cifar100"
-    tsne_images: int = Field(500, gt=0)
+    # t-SNE trajectories: "original" = ensemble_freetickets.py's protocol (log-softmax of the first 128 test images,
+    # every second epoch from checkpoint index 145, scaled to ceil(145 E / 250) for runs under 250 epochs, sklearn
+    # 0.24's TSNE defaults); "ours" = softmax of the first 500 test images after every epoch, PCA-initialised
+    # t-SNE. Details in engine/analyses/tsne.py
+    tsne_protocol: Literal["original", "ours"] = "original"
+    tsne_images: int | None = Field(None, gt=0)  # the protocol's own when unset: 128 original, 500 ours
     tsne_perplexity: float = Field(30.0, gt=0)
+    # the training data of the curve / plane / bn_eval "train" numbers and BN passes: "augmented" (crop + flip,
+    # in stored order, a fixed seeded draw) as eval_curve.py / plane.py; "plain" is the split as stored
+    curve_train_data: Literal["augmented", "plain"] = "augmented"
 
     @field_validator("ood_dataset")
     @classmethod

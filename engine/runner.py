@@ -86,6 +86,7 @@ def run_recipe(
         summary.update({f"params.{k}": v for k, v in param_counts(trainer.model, trainer.method.densities()).items()})
     ref_epochs = recipe.run.dense_reference_epochs or max(s.epochs for s in recipe.stage)
     summary["train_flops"] = flops
+    summary["train_flops_dense_epochs"] = ref_epochs  # the dense model's epochs that train_flops_vs_dense divides by
     if dense_step:
         summary["train_flops_vs_dense"] = flops / (dense_step * ref_epochs * len(data.train.y))
     log.progress.stop()

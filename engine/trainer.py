@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from engine.data import Augment, Dataset, DeviceLoader, load_dataset, make_loade
 from engine.device import amp_dtype, autocast
 from engine.evaluate import evaluate, predict_probs
 from engine.flops import CostMeter, layer_flops
-from engine.io import load_checkpoint, save_checkpoint, write_json
+from engine.io import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from engine.runlog import RunLog
 from engine.schedules import lr_at
 
@@ -84,8 +85,13 @@ def make_loaders(recipe: Recipe, data: Dataset, device: torch.device, seed: int 
     train = make_loader(data.train, batch // world, device=device, train=True, augment=aug,
                         normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
                         rank=dist.rank(), world_size=dist.world())
-    test = make_loader(data.eval, d.eval_batch_size, device=device, train=False,
-                       normalize=d.normalize, channels_last=cl)
+    if d.val_augment and data.val is not None:  # the originals score the held-out split through the train transform
+        test = make_loader(data.eval, d.eval_batch_size, device=device, train=True, augment=aug,
+                           normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
+                           rank=0, world_size=1)
+    else:
+        test = make_loader(data.eval, d.eval_batch_size, device=device, train=False,
+                           normalize=d.normalize, channels_last=cl)
     return train, test
 
 
@@ -129,6 +135,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken in this stage
         self.best_acc = -math.inf
+        self.best_epoch = 0  # the epoch that scored best_acc (0: none evaluated yet)
         self.last_eval: dict[str, float] = {}
         self.cost = CostMeter(layer_flops(self.model, ctx.data.train.image_shape))
 
@@ -151,6 +158,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
             "model_kwargs": self.model_kwargs,
             "cost": self.cost.state_dict(),
             "rng_cpu": torch.get_rng_state(),
@@ -162,6 +170,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.epoch, self.step, self.best_acc = state["epoch"], state["step"], state["best_acc"]
+        self.best_epoch = int(state.get("best_epoch", 0))  # absent from last.pt files of older versions
         self.cost.load_state_dict(state["cost"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
@@ -177,6 +186,7 @@ class Trainer:
             self.load_state_dict(load_checkpoint(last, self.device))
             self.ctx.log.log(f"stage {self.cfg.name}: resumed after epoch {self.epoch}")
             self.save_epoch_checkpoint(only_missing=True)  # written by an older version after last.pt, maybe lost
+        self.settle_best()  # a best-pending.pt of a killed epoch: promoted if last.pt recorded it, else dropped
         log, nb = self.ctx.log, len(self.train_loader)
         log.truncate_metrics(lambda r: r.get("stage") != self.cfg.name
                              or (r.get("epoch", 0) <= self.epoch and not r.get("final")))
@@ -211,13 +221,18 @@ class Trainer:
                 record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"]})
                 if "acc5" in ev:
                     record[f"{split}_acc5"] = ev["acc5"]
+                if ev["acc"] > self.best_acc:  # strictly better: of equal bests the first stays, as the originals
+                    self.best_epoch = self.epoch
+                    if self.cfg.keep == "best":
+                        self.save_best(ev["acc"])  # the weights just evaluated, before end_epoch may change them
                 self.best_acc = max(self.best_acc, ev["acc"])
-            self.method.end_epoch(epoch, record)
-            if self.cfg.record_predictions:
+            if self.cfg.record_predictions:  # before end_epoch, which may change the weights (EDST's jump)
                 self.record_trajectory()
+            self.method.end_epoch(epoch, record)
             log.metric(record)
             self.save_epoch_checkpoint()  # before last.pt: a kill between the two must not lose epoch E for good
             save_checkpoint(last, self.state_dict())
+            self.settle_best(self.epoch)
             done = self.ctx.steps_before + self.step
             log.status(stage=self.cfg.name, epoch=self.epoch, epochs=self.cfg.epochs,
                        progress=round(done / max(self.ctx.steps_total, 1), 4), last=_short(record))
@@ -239,6 +254,30 @@ class Trainer:
             return
         save_checkpoint(path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                                "epoch": self.epoch, "model_kwargs": self.model_kwargs})
+
+    def save_best(self, acc: float) -> None:
+        """best-pending.pt: the weights that just scored the best evaluation accuracy so far, with the method state
+        (masks) and `acc`. It becomes best.pt (settle_best) only once last.pt has recorded this epoch as the best,
+        so a kill between the two can never leave best.pt holding an epoch that the resumed run redoes."""
+        save_checkpoint(self.stage_dir / "best-pending.pt", {
+            "model": self.model.state_dict(), "method": self.method.state_dict(), "epoch": self.epoch, "acc": acc,
+            "model_kwargs": self.model_kwargs})
+
+    def settle_best(self, pending_epoch: int | None = None) -> None:
+        """Promote best-pending.pt to best.pt when the state (last.pt) says its epoch is the best one reached,
+        else delete it: it was written by an epoch that a kill cut short before last.pt, which will be redone.
+
+        `pending_epoch` is the pending file's epoch when known (the loop's own, just written); None reads it.
+        """
+        pending = self.stage_dir / "best-pending.pt"
+        if not dist.is_main() or not pending.exists():
+            return
+        if pending_epoch is None:
+            pending_epoch = int(load_checkpoint(pending).get("epoch", -1))
+        if pending_epoch == self.best_epoch and pending_epoch <= self.epoch:
+            os.replace(pending, self.stage_dir / "best.pt")
+        else:
+            pending.unlink()
 
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One pass over the training data; returns device-side loss and hit sums and the sample count."""
@@ -275,7 +314,10 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Loss and accuracy on the evaluation split with the method's forward (eval mode)."""
         self.model.eval()
-        out = evaluate(self.method.eval_forward, self.eval_loader, self.amp)
+        if self.eval_loader.train:  # `val_augment`: fresh crops and flips at every evaluation, as the originals draw
+            self.eval_loader.set_epoch(self.epoch)
+        out = evaluate(self.method.eval_forward, self.eval_loader, self.amp,
+                       accuracy=self.ctx.recipe.data.eval_accuracy)
         if self.ctx.data.num_classes < 100:
             out.pop("acc5", None)  # top-5 is reported for ImageNet / CIFAR-100 only
         self.model.train()
@@ -290,47 +332,89 @@ class Trainer:
         return probs
 
     def record_trajectory(self) -> None:
-        """Append this epoch's softmax on the first `analysis.tsne_images` test images to <stage>/trajectory.pt."""
+        """Append this epoch's outputs on the first test images to <stage>/trajectory.pt, for the t-SNE analysis.
+
+        `[analysis].tsne_protocol = "original"` (ensemble_freetickets.py): log-softmax of the first 128 images, at
+        the epochs `original_epochs` picks (every second from the original's cut at epoch 145 of 250, scaled to the
+        stage's length); "ours": softmax of the first 500 images after every epoch. `tsne_images` overrides the
+        count. The trainer calls this before `method.end_epoch`, so an EDST phase's last point is its ticket, not
+        the network after the prune-and-regrow jump that end_epoch then makes.
+        """
+        from engine.analyses.tsne import ORIGINAL_IMAGES, OURS_IMAGES, original_epochs
+
+        opts = self.ctx.recipe.analysis
+        original = opts.tsne_protocol == "original"
+        if original and self.epoch not in original_epochs(self.cfg.epochs):
+            return
         path = self.stage_dir / "trajectory.pt"
         if not hasattr(self, "_trajectory"):
-            k = self.ctx.recipe.analysis.tsne_images
+            k = opts.tsne_images or (ORIGINAL_IMAGES if original else OURS_IMAGES)
             test = self.ctx.data.test
             self._traj_loader = make_loader(test.subset(k), self.ctx.recipe.data.eval_batch_size,
                                             device=self.device, train=False, normalize=self.ctx.recipe.data.normalize)
-            self._trajectory = load_checkpoint(path) if path.exists() else {"epoch": [], "member": [], "probs": []}
-            if path.exists():  # resumed: drop points after the restored epoch
-                keep = [i for i, e in enumerate(self._trajectory["epoch"].tolist()) if e < self.epoch]
-                self._trajectory = {k_: [v[i] for i in keep] if k_ == "probs" else v[keep].tolist()
-                                    for k_, v in self._trajectory.items()}
+            self._trajectory: dict[str, list[Any]] = {"epoch": [], "member": [], "outputs": []}
+            if path.exists():  # resumed: keep the points up to the restored epoch
+                old = load_checkpoint(path)
+                outs = old["outputs"] if "outputs" in old else old["probs"]
+                for i, e in enumerate(old["epoch"].tolist()):
+                    if e < self.epoch:
+                        self._trajectory["epoch"].append(e)
+                        self._trajectory["member"].append(int(old["member"][i]))
+                        self._trajectory["outputs"].append(outs[i])
         self.model.eval()
-        probs = predict_probs(self.method.eval_forward, self._traj_loader, self.amp)
+        outs = []
+        with torch.no_grad():
+            for x, _ in self._traj_loader:
+                with self.amp():
+                    out = self.method.eval_forward(x).float()
+                outs.append(torch.log_softmax(out, dim=1) if original else torch.softmax(out, dim=1))
         self.model.train()
         tr = self._trajectory
         tr["epoch"].append(self.epoch)
         tr["member"].append(self.method.current_member())
-        tr["probs"].append(probs)
+        tr["outputs"].append(torch.cat(outs).cpu())
         save_checkpoint(path, {"epoch": torch.tensor(tr["epoch"]), "member": torch.tensor(tr["member"]),
-                               "probs": torch.stack(tr["probs"])})
+                               "outputs": torch.stack(tr["outputs"]),
+                               "output": "log_softmax" if original else "softmax"})
 
     def finish(self) -> None:
         """final.pt (weights and method state) and tickets.json (the members this stage contributes).
 
         When training evaluated on a held-out validation split, the final weights are also scored once on
-        the official test split, so every run reports a test number.
+        the official test split, so every run reports a test number. With `keep = "best"` the member is best.pt,
+        so that is what gets scored (and logged with its epoch), whichever split chose it.
         """
         dist.check_identical(self.model, f"stage '{self.cfg.name}'")
-        if self.ctx.data.val is not None:
-            self.model.eval()
-            loader = make_loader(self.ctx.data.test, self.ctx.recipe.data.eval_batch_size, device=self.device,
-                                 train=False, normalize=self.ctx.recipe.data.normalize)
-            ev = evaluate(self.method.eval_forward, loader, self.amp)
-            self.model.train()
-            self.ctx.log.metric({"stage": self.cfg.name, "epoch": self.epoch, "final": True,
-                                 "test_loss": ev["loss"], "test_acc": ev["acc"]})
+        final: dict[str, Any] = {"stage": self.cfg.name, "epoch": self.epoch, "final": True}
+        if self.cfg.keep == "best":
+            dist.barrier()  # rank 0 wrote best.pt
+            best_path = self.stage_dir / "best.pt"
+            if not best_path.exists():
+                raise CheckpointError(f"{best_path}: checkpoint not found (keep = 'best', but stage "
+                                      f"'{self.cfg.name}' has no evaluated epoch with a finite accuracy)")
+            best = load_checkpoint(best_path, self.device)
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(best["model"])
+            ev = self.test_scores()
+            self.model.load_state_dict(weights)  # final.pt below holds the final weights, as for every stage
+            final.update(keep="best", best_epoch=int(best["epoch"]), test_loss=ev["loss"], test_acc=ev["acc"])
+            self.ctx.log.metric(final)
+        elif self.ctx.data.val is not None:
+            ev = self.test_scores()
+            self.ctx.log.metric({**final, "test_loss": ev["loss"], "test_acc": ev["acc"]})
         save_checkpoint(self.stage_dir / "final.pt", {"model": self.model.state_dict(),
                         "method": self.method.state_dict(), "epoch": self.epoch, "cost": self.cost.state_dict(),
                         "model_kwargs": self.model_kwargs})
         write_json(self.stage_dir / "tickets.json", {"members": self.method.members()})
+
+    def test_scores(self) -> dict[str, float]:
+        """Loss and accuracy of the current weights on the official test split (eval mode)."""
+        self.model.eval()
+        loader = make_loader(self.ctx.data.test, self.ctx.recipe.data.eval_batch_size, device=self.device,
+                             train=False, normalize=self.ctx.recipe.data.normalize)
+        ev = evaluate(self.method.eval_forward, loader, self.amp, accuracy=self.ctx.recipe.data.eval_accuracy)
+        self.model.train()
+        return ev
 
 
 def _short(record: dict[str, Any]) -> dict[str, Any]:

@@ -68,13 +68,52 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("recipe")
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a dotted key.")
 @click.option("--smoke", is_flag=True, help="The tiny profile.")
-def show(recipe: str, sets: tuple[str, ...], smoke: bool) -> None:
+@click.option("--faithful", is_flag=True, help="Do what the original code did (see `repro differences`).")
+def show(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool) -> None:
     """The fully resolved recipe as TOML (one document per sweep point)."""
-    resolved = load(recipe, sets, smoke)
+    resolved = load(recipe, sets, smoke, faithful)
     for i, res in enumerate(resolved):
         if len(resolved) > 1:
             click.echo(f"{'' if i == 0 else chr(10)}# sweep point {i + 1}/{len(resolved)}: {res.tag}")
+        if faithful and i == 0:
+            click.echo(_faithful_header(res.recipe), nl=False)
         click.echo(to_toml(res.recipe), nl=False)
+
+
+def _faithful_header(recipe) -> str:  # noqa: ANN001 - a Recipe
+    """TOML comments saying what --faithful changed."""
+    from engine.fidelity import by_id, toml_value
+
+    applied = [by_id(i) for i in recipe.run.faithful_applied]
+    if not applied:
+        return "# --faithful: no switchable difference applies to this recipe\n"
+    return "".join(f"# --faithful: {d.key} = {toml_value(d.faithful)} ({d.id})\n" for d in applied)
+
+
+@cli.command()
+@click.argument("recipe", required=False)
+@click.option("--json", "as_json", is_flag=True, help="A list of {id, ours, original, source, effect, key, faithful}.")
+@click.option("--markdown", is_flag=True, help="Every entry as the README's table (no RECIPE).")
+def differences(recipe: str | None, as_json: bool, markdown: bool) -> None:
+    """Where a recipe's run differs from the original code on purpose, and the key that switches each back."""
+    from engine.fidelity import DIFFERENCES, differences_for, markdown_table, toml_value
+
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
+    if recipe is None:
+        entries = list(DIFFERENCES)
+    else:
+        name = load(recipe)[0].recipe.name
+        entries = differences_for(name)
+    if as_json:
+        click.echo(json.dumps([d.as_dict() for d in entries], indent=1))
+        return
+    t = Table("id", "ours", "the original", "source", "switch", title=f"{recipe or 'all recipes'}: "
+              f"{len(entries)} difference(s); --faithful sets every switch", show_lines=True)
+    for d in entries:
+        t.add_row(d.id, d.ours, d.original, d.source, "-" if d.key is None else f"{d.key} = {toml_value(d.faithful)}")
+    out_console.print(t)
 
 
 @cli.command()
@@ -97,22 +136,24 @@ def validate(recipes: tuple[str, ...]) -> None:
 @click.argument("recipe")
 @click.option("--set", "sets", multiple=True, metavar="K=V", help="Override a dotted key (type-checked).")
 @click.option("--smoke", is_flag=True, help="Tiny profile: digits, narrow model, two epochs a stage.")
+@click.option("--faithful", is_flag=True, help="Do what the original code did (see `repro differences`).")
 @click.option("--out", default=None, help="Run directory (default <root>/<recipe>/<run-id>).")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run (--out or the latest one).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, help="Processes (GPUs) for DDP.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_root_option
-def run(recipe: str, sets: tuple[str, ...], smoke: bool, out: str | None, resume: bool, device: str, nproc: int,
-        quiet: bool, root: str | None) -> None:
+def run(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool, out: str | None, resume: bool, device: str,
+        nproc: int, quiet: bool, root: str | None) -> None:
     """Run every stage of a recipe, then its analyses."""
     from engine.runlog import NullProgress
     from repro.launch import execute
     from repro.progress import RichProgress
 
-    if resume and sets:
-        raise UsageProblem("--set cannot change a run being resumed; it continues with its own recipe.toml")
-    resolved = load(recipe, sets, smoke)
+    if resume and (sets or faithful):
+        raise UsageProblem(f"{'--set' if sets else '--faithful'} cannot change a run being resumed; it continues "
+                           "with its own recipe.toml")
+    resolved = load(recipe, sets, smoke, faithful)
     if out and resume:
         resolved = resolved[:1]  # the run directory's own recipe.toml says which sweep point it is
     elif out and len(resolved) > 1:
@@ -268,7 +309,7 @@ def plot(run_dir: str, mode: str, output: str) -> None:
 def report(as_json: bool, only: str | None, show_all: bool, root: str | None) -> None:
     """Reproduced numbers beside the paper's, one row per run and expected metric (a run whose files cannot be read
     shows as damaged, with a warning saying which file and why)."""
-    from repro.report import damaged_runs, report_rows
+    from repro.report import damaged_runs, flops_cell, report_rows
 
     infos = [i for i in list_runs(run_root(root)) if only is None or i.recipe == only]
     rows = [r for r in report_rows(infos) if show_all or not r["smoke"]]
@@ -279,7 +320,7 @@ def report(as_json: bool, only: str | None, show_all: bool, root: str | None) ->
               "nonzero params")
     for r in rows:
         ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
-        cost = "-" if r["train_flops_vs_dense"] is None else f"{r['train_flops_vs_dense']:.3f}"
+        cost = flops_cell(r)  # "0.610 (vs 250 ep)": x the FLOPs of one dense model trained that many epochs
         nz = "-" if r["params_nonzero"] is None else f"{r['params_nonzero']:,}"
         t.add_row(r["recipe"], r["run_id"], r["state"], r["metric"], _fmt(r["reproduced"]), _fmt(r["paper"]),
                   _fmt(r["delta"], signed=True), ok, cost, nz)

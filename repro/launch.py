@@ -83,6 +83,7 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
         tag = log._status.get("tag", res.tag) if continuing else res.tag
         log.status(state="running", recipe=recipe.name, tag=tag,
                    smoke=smoke or recipe.run.smoke or bool(log._status.get("smoke", False)),
+                   profile="faithful" if recipe.run.faithful else "default",
                    started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu)
         if nproc > 1:
             return _torchrun(run_dir, log, nproc, device, continuing)

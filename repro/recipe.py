@@ -19,6 +19,7 @@ import tomli_w
 from pydantic import BaseModel, ValidationError
 
 from engine.config import Recipe, TrainDefaults, cross_check, suggest
+from engine.fidelity import apply_faithful
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -341,11 +342,13 @@ class Resolved:
     source: Path
 
 
-def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = False) -> list[Resolved]:
+def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = False,
+         faithful: bool = False) -> list[Resolved]:
     """Load a recipe by path or name and resolve it into one Resolved per sweep point.
 
     Under --smoke the full-size recipe is validated first, so smoke and full runs accept exactly the same
-    recipes and the smoke profile only ever rewrites a valid one.
+    recipes and the smoke profile only ever rewrites a valid one. --faithful sets every switchable difference from
+    the original code (engine.fidelity) to the original's behaviour; --smoke and --set are applied after it and win.
     """
     path = find_recipe(str(ref))
     origin = str(path)
@@ -353,6 +356,11 @@ def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = 
     pairs = parse_sets(sets)
     if smoke:
         _resolve(copy.deepcopy(raw), pairs, origin, cover=False)
+    if faithful:
+        applied = apply_faithful(raw, str(raw.get("name", path.stem)), _sparse_methods())
+        raw.setdefault("run", {})["faithful"] = True
+        raw["run"]["faithful_applied"] = applied
+    if smoke:
         apply_smoke(raw)
         smoke_tbl = raw.get("smoke", {})
         if isinstance(smoke_tbl, dict):
@@ -362,11 +370,22 @@ def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = 
     return _resolve(raw, pairs, origin, cover=smoke, source=path)
 
 
+def _sparse_methods() -> set[str]:
+    """Names of the methods whose stages take a `sparse` table."""
+    from engine.methods import METHODS
+
+    return {name for name, cls in METHODS.items() if getattr(cls, "sparse", False)}
+
+
 def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cover: bool,
              source: Path | None = None) -> list[Resolved]:
     """Apply --set, expand the sweep, validate each point; a problem that only the --set values cause is
     attributed to `--set`, not to the recipe file."""
     plain = copy.deepcopy(raw) if pairs else None
+    sweep = raw.get("sweep")
+    if isinstance(sweep, dict):  # a --set of a swept key wins: that key is no longer swept
+        for key, _ in pairs:
+            sweep.pop(key, None)
     problems = apply_overrides(raw, pairs, "--set")
     if problems:
         raise RecipeError(problems)
@@ -399,8 +418,11 @@ def to_toml(recipe: Recipe) -> str:
     data = recipe.model_dump(exclude_none=True)
     data.pop("sweep", None)
     data["train"] = {k: v for k, v in data.get("train", {}).items() if v is not None}
-    if not data.get("run", {}).get("smoke", True):
-        del data["run"]["smoke"]  # only smoke runs say so
+    for flag in ("smoke", "faithful"):  # only smoke and faithful runs say so
+        if not data.get("run", {}).get(flag, True):
+            del data["run"][flag]
+    if not data.get("run", {}).get("faithful_applied", [1]):
+        del data["run"]["faithful_applied"]
     return tomli_w.dumps(data, multiline_strings=True)
 
 

@@ -371,10 +371,16 @@ def test_mask_overlap_matches_the_drawn_masks(fake_run: dict) -> None:
     assert 0.4 < out["mean_distance"] < 0.6  # two independent 50% masks differ on about half the positions
 
 
-def test_tsne_matches_a_direct_embedding(fake_run: dict) -> None:
+@pytest.mark.parametrize("protocol,init", [
+    ("ours", {"init": "pca"}),
+    # the original's TSNE(n_components=2) under the sklearn of its time (0.24): random init, learning rate 200
+    ("original", {"init": "random", "learning_rate": 200.0}),
+])
+def test_tsne_matches_a_direct_embedding(fake_run: dict, protocol: str, init: dict) -> None:
     from sklearn.manifold import TSNE
 
-    ctx = fake_run["ctx"]
+    ctx = AnalysisContext(recipe=_recipe(["s"], tsne_protocol=protocol), run_dir=fake_run["ctx"].run_dir,
+                          device=torch.device("cpu"))
     out = tsne.run(ctx)
     g = read_group(ctx.h5, "tsne")
     _assert_meta(g)
@@ -384,7 +390,7 @@ def test_tsne_matches_a_direct_embedding(fake_run: dict) -> None:
     assert g["member"].tolist() == [0, 0, 0, 1, 1, 1] and g["step"].tolist() == [1, 2, 3, 1, 2, 3]
     assert g["labels"] == ["s/member0", "s/member1"]
     points = traj["probs"][rows].reshape(6, -1).double().numpy()
-    ref = TSNE(n_components=2, perplexity=5 / 3, init="pca", random_state=0).fit_transform(points)
+    ref = TSNE(n_components=2, perplexity=5 / 3, random_state=0, **init).fit_transform(points)
     assert g["embedding"].shape == (6, 2)
     np.testing.assert_allclose(g["embedding"], ref, rtol=1e-5, atol=1e-5)
     assert out == {"points": 6, "trajectories": 2}

@@ -86,6 +86,7 @@ def test_pf_ensemble_runs_and_prunes_each_dense_model(tmp_path: Path) -> None:
 
 def test_edst_leaves_one_best_validation_ticket_per_phase(tmp_path: Path) -> None:
     raw = {**BASE, "analyses": ["predict"], "train": {**BASE["train"], "epochs": 7},
+           "analysis": {"tsne_protocol": "ours"},  # a trajectory point every epoch (the original keeps 5, 6, 7)
            "stage": [{"name": "edst", "method": "edst", "record_predictions": True,
                       "params": {"epochs_explo": 1, "model_num": 3, "large_death_rate": 0.8}}]}
     res = load(str(write(tmp_path, raw)))[0]
@@ -108,7 +109,7 @@ def test_edst_leaves_one_best_validation_ticket_per_phase(tmp_path: Path) -> Non
     assert [t["name"] for t in tickets] == ["ticket1", "ticket2", "ticket3"]
     traj = load_checkpoint(run / "edst" / "trajectory.pt")
     assert traj["epoch"].tolist() == list(range(1, 8)) and traj["member"].tolist() == [-1, 0, 0, 1, 1, 2, 2]
-    assert traj["probs"].shape == (7, 120, 10)
+    assert traj["outputs"].shape == (7, 120, 10)
 
 
 @pytest.mark.slow
@@ -144,7 +145,8 @@ def test_demo_is_a_freetickets_ensemble_with_every_analysis(tmp_path: Path) -> N
     assert cal["ece"].shape == (4,) and cal["bin_count"].shape == (15,) and cal["bin_edges"].shape == (16,)
     assert cal["_attrs"]["n_bins"] == 15 and int(cal["bin_count"].sum()) == 360
     t = read_group(h5, "tsne")
-    assert t["embedding"].shape == (15, 2) and t["member"].shape == (15,) and t["step"].tolist() == list(range(1, 16))
+    # the original t-SNE protocol over 15 epochs: every second epoch from index ceil(145 * 15 / 250) = 9
+    assert t["embedding"].shape == (3, 2) and t["member"].shape == (3,) and t["step"].tolist() == [11, 13, 15]
     mo = read_group(h5, "mask_overlap")
     assert mo["distance"].shape == (3, 3) and mo["_attrs"]["kind"] == "weight" and mo["labels"] == [
         "ticket1", "ticket2", "ticket3"]

@@ -294,6 +294,34 @@ async def test_recipes_screen_search_overrides_device_and_launch(world: dict, sp
         assert app.screen.query_one("#runs-filter", Input).value == "tiny"
 
 
+@sync
+async def test_recipes_screen_offers_faithful_and_lists_the_differences(world: dict, spawned: list,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.fidelity import differences_for
+    from repro.tui.recipes import recipe_info
+
+    monkeypatch.delenv("REPRO_RECIPES")  # the shipped recipes
+    info = recipe_info("freetickets_edst_wrn28x10_cifar10")
+    assert [i for i, _ in info.differences] == [d.id for d in differences_for("freetickets_edst_wrn28x10_cifar10")]
+    assert ("bf16_autocast", 'run.precision = "fp32"') in info.differences
+    monkeypatch.setenv("REPRO_RECIPES", "recipes")
+    app = make_app(world["root"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("down")
+        await settle(pilot)
+        assert screen.current == "tiny" and not screen.faithful
+        await pilot.press("F")
+        await settle(pilot)
+        assert screen.faithful and "resolved (full, faithful)" in text(screen.query_one("#recipe-toml", Static))
+        assert "faithful = true" in text(screen.query_one("#recipe-toml", Static))
+        assert "profile [b]faithful[/b]" in text(screen.query_one("#launch-bar", Static))
+        await pilot.press("s", "enter")
+        await settle(pilot)
+        assert len(spawned) == 1 and "--faithful" in spawned[0]["argv"]
+
+
 # ---- the runs screen --------------------------------------------------------------------------------
 @sync
 async def test_runs_screen_rows_filter_resume_and_analysis_keys(world: dict, spawned: list) -> None:

@@ -30,6 +30,7 @@ ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
     "earlybird": earlybird.run,
     "curve": curve.run,
     "plane": plane.run,
+    "bn_eval": curve.run_bn_eval,  # the run's networks after BN re-estimation, as eval_curve scores endpoints
 }
 
 __all__ = ["ANALYSES", "AnalysisContext"]

@@ -7,13 +7,22 @@ For each of `eval_points` values t in linspace(0, 1) (the curve stage's params; 
 on the training split and on the test split. dl_i = ||w(t_i) - w(t_{i-1})|| gives the curve's length and the
 length-weighted average ("int") of each series, sum_i 0.5 (v_{i-1} + v_i) dl_i / sum_i dl_i.
 
-The training split is used without augmentation, for the BatchNorm pass and for the "train" numbers alike (the
-original used its augmented training loader for both), so the numbers are deterministic.
+The training data of the BatchNorm pass and of the "train" numbers is `[analysis] curve_train_data`:
+"augmented" (the default) is what eval_curve.py and plane.py used, their training loader with its crop + flip
+and shuffling off; the README's curve train losses were measured that way. Here the augmentation is one fixed
+draw seeded by run.seed (draw 0 for the BN pass, draw 1 for the train numbers, as the original's two passes saw
+two different draws), the same at every point, so a point's numbers depend on its weights alone and a rerun gives
+the same numbers. "plain" uses the training split as stored.
+
+`bn_eval` scores the networks a run leaves (its last stage's members) the same way, as eval_curve.py scores the
+endpoints at t = 0 and 1: BN statistics re-estimated on the training data, then train loss and test error. The
+README's "Endpoints" rows were made so; the trainer's own final numbers use the running statistics instead.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +33,71 @@ import torch
 from engine.analyses.context import AnalysisContext
 from engine.config import StageConfig
 from engine.curves import CurveNet, build_curve, line_coefficients, update_bn
-from engine.data import make_loader
+from engine.data import Augment, DeviceLoader, Split, make_loader
 from engine.evaluate import evaluate
 from engine.io import load_checkpoint
 from engine.store import groups, read_group, write_group
 
 SERIES = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
+
+
+class FixedDrawLoader(DeviceLoader):
+    """The training split augmented as in training but in stored order, with the same draw on every pass.
+
+    The original's evaluation loaders are its training loader with `shuffle_train=False`: the training transform
+    (random crop and flip) on every image in order. Here image i gets the crop offsets and flip flag at position i
+    of the training loader's draw number `draw` (seeded by `seed`), so every pass sees the same images.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, draw: int, **kwargs: Any) -> None:
+        super().__init__(split, batch_size, train=True, **kwargs)
+        plan = self.plan(draw)
+        plan.order = torch.arange(self.num_samples, device=self.device)
+        self._fixed = plan
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(self._fixed)
+
+
+@dataclass
+class TrainData:
+    """The training data of a point's evaluation: the BN-pass loader, the "train" numbers' loader, a description."""
+
+    bn: Iterable
+    metrics: Iterable
+    note: str
+
+
+def train_data(ctx: AnalysisContext) -> TrainData:
+    """The loaders `[analysis] curve_train_data` asks for (image folders have no fixed draw: always plain)."""
+    d, split, seed = ctx.recipe.data, ctx.data.train, ctx.recipe.run.seed
+    if ctx.recipe.analysis.curve_train_data == "augmented" and isinstance(split, Split):
+        aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
+        common: dict[str, Any] = {"device": ctx.device, "augment": aug, "normalize": d.normalize, "seed": seed}
+        return TrainData(FixedDrawLoader(split, d.batch_size, draw=0, **common),
+                         FixedDrawLoader(split, d.eval_batch_size, draw=1, **common),
+                         f"training split augmented as in training (crop_pad {d.crop_pad} {d.pad_mode}, flip "
+                         f"{d.flip}), stored order, fixed draws of seed {seed}: 0 for BN statistics, 1 for train "
+                         "numbers")
+    return TrainData(make_loader(split, d.batch_size, device=ctx.device, train=False, normalize=d.normalize),
+                     make_loader(split, d.eval_batch_size, device=ctx.device, train=False, normalize=d.normalize),
+                     "training split as stored, no augmentation (BN statistics and train numbers)")
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], train: TrainData,
+          test_loader: Iterable, amp: Callable, reg: float) -> dict[str, float]:
+    """One network as eval_curve.py scores a point: BN statistics re-estimated over `train.bn`, then NLL, loss
+    (NLL + `reg`, the weight-decay term) and error (%) on the training data and the test split."""
+    update_bn(model, train.bn, forward, amp)
+    model.eval()
+    out = {}
+    for split, loader in (("train", train.metrics), ("test", test_loader)):
+        ev = evaluate(forward, loader, amp)
+        out[f"{split}_nll"] = ev["loss"]
+        out[f"{split}_loss"] = ev["loss"] + reg
+        out[f"{split}_error"] = 100.0 - ev["acc"]
+    return out
 
 
 def curve_stage(ctx: AnalysisContext) -> StageConfig:
@@ -64,28 +132,15 @@ class PointEval:
     wd: float
 
     def __post_init__(self) -> None:
-        d, data = self.ctx.recipe.data, self.ctx.data
-        self.bn_loader = make_loader(data.train, d.batch_size, device=self.ctx.device, train=False,
-                                     normalize=d.normalize)
-        self.train_loader = make_loader(data.train, d.eval_batch_size, device=self.ctx.device, train=False,
-                                        normalize=d.normalize)
+        self.train = train_data(self.ctx)
         self.test_loader = self.ctx.eval_loader()
 
-    @torch.no_grad()
     def __call__(self, flat: torch.Tensor) -> dict[str, float]:
         def fwd(x: torch.Tensor) -> torch.Tensor:
             return self.net.run(x, flat)
 
-        update_bn(self.net, self.bn_loader, fwd, self.ctx.amp)
-        self.net.eval()
         reg = 0.5 * self.wd * float((flat.double() ** 2).sum())
-        out = {}
-        for split, loader in (("train", self.train_loader), ("test", self.test_loader)):
-            ev = evaluate(fwd, loader, self.ctx.amp)
-            out[f"{split}_nll"] = ev["loss"]
-            out[f"{split}_loss"] = ev["loss"] + reg
-            out[f"{split}_error"] = 100.0 - ev["acc"]
-        return out
+        return score(self.net, fwd, self.train, self.test_loader, self.ctx.amp, reg)
 
 
 def summary_stats(values: np.ndarray, dl: np.ndarray) -> dict[str, float]:
@@ -116,8 +171,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         curve_pts = [net.weights(float(t)) for t in ts]
     data: dict[str, Any] = {"t": ts}
     attrs: dict[str, Any] = {"curve": net.curve, "num_bends": net.num_bends, "stage": stage.name,
-                             "weight_decay": stage.optimizer.weight_decay,
-                             "train_data": "training split, no augmentation (BN statistics and train metrics)",
+                             "weight_decay": stage.optimizer.weight_decay, "train_data": ev.train.note,
                              "units": "loss and nll in nats (loss = nll + 0.5*wd*||w||^2), error in percent"}
     res = evaluate_path(ev, curve_pts)
     data.update(res)
@@ -143,15 +197,44 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     return out
 
 
+def run_bn_eval(ctx: AnalysisContext) -> dict[str, Any]:
+    """Write /bn_eval: each member of the last stage scored after BN re-estimation (`score`), with the last
+    stage's weight decay in the loss, as eval_curve.py scores a curve's endpoints."""
+    members = ctx.members()
+    if not members:
+        raise FileNotFoundError(f"{ctx.run_dir}: the last stage leaves no network for bn_eval to score")
+    wd = ctx.recipe.stage[-1].optimizer.weight_decay
+    train, test_loader = train_data(ctx), ctx.eval_loader()
+    rows = []
+    for member in members:
+        model = ctx.load_member(member)
+        reg = 0.5 * wd * sum(float((p.detach().double() ** 2).sum()) for p in model.parameters())
+        rows.append(score(model, model, train, test_loader, ctx.amp, reg))
+    data: dict[str, Any] = {"member_names": [m["name"] for m in members]}
+    data.update({k: np.array([r[k] for r in rows], dtype=np.float64) for k in SERIES})
+    write_group(ctx.h5, "bn_eval", data, meta=ctx.meta,
+                attrs={"weight_decay": wd, "train_data": train.note,
+                       "units": "loss and nll in nats (loss = nll + 0.5*wd*||w||^2), error in percent"})
+    return {"members": len(members), "train_loss": float(data["train_loss"].mean()),
+            "test_error": float(data["test_error"].mean())}
+
+
 def report_metrics(h5: Path) -> dict[str, float]:
-    """The README-table numbers of a run's /curve for `repro report`: min / max train loss and test error."""
-    if "curve" not in groups(h5):
-        return {}
-    a = read_group(h5, "curve")["_attrs"]
+    """The README-table numbers for `repro report`: a run's /curve min / max train loss and test error, and its
+    /bn_eval train loss and test error (the mean over the scored networks)."""
+    names = groups(h5)
     out = {}
-    for k, name in (("train_loss", "train_loss"), ("test_error", "test_error")):
-        for stat in ("min", "max"):
-            v = a.get(f"{k}_{stat}")
-            if v is not None and math.isfinite(float(v)):
-                out[f"curve_{stat}_{name}"] = float(v)
+    if "curve" in names:
+        a = read_group(h5, "curve")["_attrs"]
+        for k in ("train_loss", "test_error"):
+            for stat in ("min", "max"):
+                v = a.get(f"{k}_{stat}")
+                if v is not None and math.isfinite(float(v)):
+                    out[f"curve_{stat}_{k}"] = float(v)
+    if "bn_eval" in names:
+        g = read_group(h5, "bn_eval")
+        for k in ("train_loss", "test_error"):
+            v = float(np.mean(g[k]))
+            if math.isfinite(v):
+                out[f"bn_{k}"] = v
     return out

@@ -9,7 +9,9 @@ The control points and the curve (61 points) are stored in the plane's coordinat
 
 Differences from the original: any num_bends works (the middle bend is index n // 2; the original assumed 3
 bends), and `loss` adds 0.5 * wd * ||p||^2, the curve-training objective (plane.py added 0.5 * wd * the sum of the
-parameters' unsquared norms). NLL and error are unaffected. The training split is used without augmentation.
+parameters' unsquared norms). NLL and error are unaffected. The BN pass and the train numbers use the training data
+of `[analysis] curve_train_data`, by default augmented in stored order as plane.py's loader (a fixed seeded draw;
+see engine.analyses.curve).
 """
 
 from __future__ import annotations

@@ -95,9 +95,11 @@ class Method:
         return 0
 
     def members(self) -> list[dict[str, Any]]:
-        """The ensemble members this stage leaves, as {name, path} with paths relative to the run dir."""
+        """The ensemble members this stage leaves, as {name, path} with paths relative to the run dir: the stage's
+        final weights, or with `keep = "best"` its best-evaluated checkpoint (best.pt, written by the trainer)."""
         name = self.trainer.cfg.name
-        member: dict[str, Any] = {"name": name, "path": f"{name}/final.pt"}
+        kept = "best.pt" if self.trainer.cfg.keep == "best" else "final.pt"
+        member: dict[str, Any] = {"name": name, "path": f"{name}/{kept}"}
         if self.trainer.model_kwargs:
             member["model_kwargs"] = self.trainer.model_kwargs
         return [member]

@@ -132,7 +132,7 @@ class _EBBase(Method):
         swa_model.load_state_dict(state)
         update_bn(swa_model, t.train_loader, weighting="samples")  # SWALP: momentum b/(n+b) per batch
         swa_model.eval()
-        ev = evaluate(swa_model, t.eval_loader, t.amp)
+        ev = evaluate(swa_model, t.eval_loader, t.amp, accuracy=t.ctx.recipe.data.eval_accuracy)
         split = t.ctx.data.eval_name
         record.update({f"swa_{split}_loss": ev["loss"], f"swa_{split}_acc": ev["acc"], "swa_n": self.swa_n})
         save_checkpoint(t.stage_dir / "swa.pt", {"model": swa_model.state_dict(), "epoch": epoch + 1,

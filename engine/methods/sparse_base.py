@@ -20,6 +20,7 @@ from engine.sparse.inits import (
     snip_scores,
 )
 from engine.sparse.masks import Masking
+from engine.sparse.momentum import ShadowMomentum, optimizer_momentum
 from engine.sparse.topology import grow, prune_magnitude, prune_rate_at, prune_set, prune_threshold, redistribute
 
 
@@ -38,6 +39,11 @@ class SparseMethod(Method):
             raise ValueError("no maskable weights (every conv/linear weight is in dense_layers)")
         self.masking = Masking(self.model, list(params), t.optimizer, self.scfg.mask_momentum)
         self.masking.set_masks(self.initial_masks())
+        # momentum growth scores the momentum of inactive weights, which masked buffers no longer hold: keep an
+        # unmasked copy, as the original's optimizer buffer (engine/sparse/momentum.py)
+        c = self.scfg
+        self.shadow = (ShadowMomentum(self.masking.params, t.optimizer)
+                       if self.topology_updates and c.growth == "momentum" and c.mask_momentum else None)
         self.history: list[dict[str, Any]] = []
         self.updates = 0
 
@@ -84,6 +90,11 @@ class SparseMethod(Method):
         return torch.cat(xs)[: self.scfg.score_batch], torch.cat(ys)[: self.scfg.score_batch]
 
     # ---- the step ------------------------------------------------------------------------------------
+    def before_step(self) -> None:
+        """Step the unmasked momentum copy (momentum growth only) from this step's gradient and starting weight."""
+        if self.shadow is not None:
+            self.shadow.update()
+
     def after_step(self) -> None:
         self.masking.apply()
         if self.topology_updates and self.trainer.step % self.scfg.update_frequency == 0 and self.updates_allowed():
@@ -100,7 +111,11 @@ class SparseMethod(Method):
 
     @torch.no_grad()
     def update_topology(self, rate: float | None = None) -> None:
-        """Prune `rate` of each layer's active weights and regrow as many (per layer, or redistributed), exactly."""
+        """Prune `rate` of each layer's active weights and regrow as many (per layer, or redistributed), exactly.
+
+        A full layer (density 1.0, e.g. ERK-dense) keeps its topology unless `update_full_layers`: then it is pruned
+        like the others and, having no other free positions, regrows exactly the weights it lost, at zero (the
+        original CIFAR Masking's behaviour: its smallest weights restart from zero at every update)."""
         c = self.scfg
         rate = self.prune_rate() if rate is None else rate
         names, params, masks = self.masking.names, self.masking.params, self.masking.masks
@@ -108,7 +123,7 @@ class SparseMethod(Method):
         pruned: dict[str, torch.Tensor] = {}
         removed = []
         for n, p, a, s in zip(names, params, active, sizes):
-            if a == s or a == 0:  # a dense (or empty) layer keeps its topology
+            if a == 0 or (a == s and not c.update_full_layers):  # an empty (or full) layer keeps its topology
                 pruned[n] = masks[n]
                 removed.append(0)
                 continue
@@ -123,10 +138,11 @@ class SparseMethod(Method):
         after = [a - r for a, r in zip(active, removed)]
         regrow = redistribute(removed, after, sizes, c.redistribution, list(params),
                               [self.masking.masks[n] for n in names])
-        state = self.trainer.optimizer.state
         grown = {}
-        for n, p, k in zip(names, params, regrow):
-            mom = state.get(p, {}).get("momentum_buffer", state.get(p, {}).get("exp_avg"))
+        for i, (n, p, k) in enumerate(zip(names, params, regrow)):
+            mom = None
+            if c.growth == "momentum":
+                mom = self.shadow.score(i) if self.shadow is not None else optimizer_momentum(self.trainer.optimizer, p)
             grown[n] = grow(self.masking.masks[n], k, c.growth, grad=p.grad, momentum=mom, generator=self.generator)
         self.masking.set_masks(grown)  # grown weights start at zero (they were zero while inactive)
         self.updates += 1
@@ -141,19 +157,30 @@ class SparseMethod(Method):
 
     # ---- records -------------------------------------------------------------------------------------
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """The epoch's mask densities and, beside them, the fraction of masked weights that are nonzero: weights
+        regrown at zero by an update shortly before the epoch's end are active in the mask but still zero."""
         layers = self.masking.layer_density()
         active, sizes = self.masking.counts()
+        nonzero = [int(v) for v in torch.stack([(p != 0).sum() for p in self.masking.params]).cpu().tolist()]
         density = sum(active) / sum(sizes)
         record["density"] = density
+        record["nonzero_density"] = sum(nonzero) / sum(sizes)
         self.history.append({"epoch": epoch + 1, "step": self.trainer.step, "density": density,
-                             "layers": [layers[n] for n in self.masking.names]})
+                             "layers": [layers[n] for n in self.masking.names],
+                             "nonzero": record["nonzero_density"],
+                             "nonzero_layers": [z / s for z, s in zip(nonzero, sizes)]})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masking": self.masking.state_dict(), "history": self.history, "updates": self.updates,
-                "generator": self.generator.get_state()}
+        out = {"masking": self.masking.state_dict(), "history": self.history, "updates": self.updates,
+               "generator": self.generator.get_state()}
+        if self.shadow is not None:
+            out["shadow_momentum"] = self.shadow.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masking.load_state_dict(state["masking"])
         self.history = list(state["history"])
         self.updates = int(state["updates"])
         self.generator.set_state(state["generator"])
+        if self.shadow is not None and "shadow_momentum" in state:
+            self.shadow.load_state_dict(state["shadow_momentum"])

@@ -12,6 +12,10 @@ superposed into one sparse network.
         S_k <- (1 - a)·S_{k-1} + a·T_k  (CAA: a = 1/(k+1); CIMA: a = CIMA_factor), every state-dict entry
         S_k <- global magnitude pruning back to the final density; BN statistics re-estimated (update_bn)
     the training run itself continues on its own trajectory; S_k is an accumulator beside it
+    (swap_superposed: the ImageNet code's way instead: S_k replaces the model in use while the optimizer and the
+     masks stay bound to the replaced weights, so from then on the weights in use never change, only their BN
+     running statistics move in training-mode forwards, and later re-explorations and mask updates touch nothing
+     in use; later tickets are S_{k-1} with drifted BN statistics)
 """
 
 from __future__ import annotations
@@ -90,6 +94,9 @@ class SupTickets(GraNet):
         # x0.1 from these 0-based epochs of pre-training (ImageNet --first_m/--second_m/--third_m);
         # empty: int(P/2) and int(3P/4) (the CIFAR MultiStepLR)
         milestones: list[int] = Field(default_factory=list)
+        # the ImageNet main.py's swap after each superposition (see the module docstring); false: the CIFAR script's
+        # way, training continues on its own trajectory
+        swap_superposed: bool = False
 
     @classmethod
     def budget(cls, epochs: int, p: Any) -> tuple[int, int]:
@@ -120,6 +127,8 @@ class SupTickets(GraNet):
                 return warm
             marks = p.milestones or (int(0.5 * pretrain), int(0.75 * pretrain))
             return base * 0.1 ** sum(1 for m in marks if m <= epoch)
+        if self.swapped:
+            return 0.0  # the swapped-in model is not stepped (the original's optimizer steps the replaced weights)
         t = (((epoch - pretrain) % p.cycle) + frac) / p.cycle
         return (1 - 2 * t) * p.lr_1 + 2 * t * p.lr_2 if t < 0.5 else (2 * t - 1) * p.lr_1 + (2 - 2 * t) * p.lr_2
 
@@ -127,13 +136,13 @@ class SupTickets(GraNet):
         return self.trainer.epoch >= self.pretrain
 
     def update_topology(self, rate: float | None = None) -> None:
-        if rate is None and self.in_cycles() and self.params.no_maskupdates:
+        if self.swapped or (rate is None and self.in_cycles() and self.params.no_maskupdates):
             return
         super().update_topology(rate)
 
     def start_epoch(self, epoch: int) -> None:
         """Re-exploration: one large prune-and-regrow at the start of every cycle, with the last step's gradient."""
-        if self.params.re_explore and epoch >= self.pretrain and (epoch - self.pretrain) % self.params.cycle == 0:
+        if self.re_explores_at(epoch):
             self.update_topology(self.params.large_death_rate)
 
     # ---- tickets and their superposition -------------------------------------------------------------
@@ -178,6 +187,14 @@ class SupTickets(GraNet):
         split = t.ctx.data.eval_name
         record.update({"ticket": self.k, f"superposed_{split}_acc": ev["acc"], f"superposed_{split}_loss": ev["loss"]})
         t.ctx.log.log(f"ticket {self.k}/{self.n_tickets}: superposed {split} {ev['acc']:.2f}%")
+        if p.swap_superposed:  # the superposed network (BN re-estimated, its own masks) becomes the model in use
+            self.model.load_state_dict(self.superposed)
+            self.masking.set_masks(masks)
+
+    @property
+    def swapped(self) -> bool:
+        """Whether the model in use is a swapped-in superposed network, frozen as in the original ImageNet code."""
+        return self.params.swap_superposed and self.k > 0
 
     def members(self) -> list[dict[str, Any]]:
         name = self.trainer.cfg.name
@@ -186,12 +203,30 @@ class SupTickets(GraNet):
             out.append({"name": "superposed", "path": f"{name}/superposed-{self.k}.pt"})
         return out
 
+    def re_explores_at(self, epoch: int) -> bool:
+        """Whether a re-exploration (the large prune-and-regrow) opens `epoch`."""
+        p = self.params
+        return (p.re_explore and not self.swapped and self.pretrain <= epoch < self.trainer.cfg.epochs
+                and (epoch - self.pretrain) % p.cycle == 0)
+
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "k": self.k, "superposed": self.superposed}
+        """GraNet's state, the tickets taken and the superposed accumulator; when the next epoch opens with a
+        gradient-growth re-exploration, also the last step's gradients of the masked weights, which that regrowth
+        ranks by (they are not part of the model or optimizer state), so a run resumed there regrows the same
+        positions as an uninterrupted one."""
+        grads = None
+        if self.scfg.growth == "gradient" and self.re_explores_at(self.trainer.epoch):
+            grads = {n: p.grad.detach().clone() for n, p in zip(self.masking.names, self.masking.params)
+                     if p.grad is not None}
+        return {**super().state_dict(), "k": self.k, "superposed": self.superposed, "last_grads": grads}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.k, self.superposed = int(state["k"]), state["superposed"]
+        for n, p in zip(self.masking.names, self.masking.params):
+            g = (state.get("last_grads") or {}).get(n)
+            if g is not None:
+                p.grad = g.to(device=p.device, dtype=p.dtype)
 
     @classmethod
     def check(cls, stage: Any) -> list[tuple[str, str]]:

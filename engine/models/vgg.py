@@ -24,6 +24,14 @@ class FGEVGG(nn.Module):
 
     Classifier Dropout-Linear(512,512)-ReLU-Dropout-Linear(512,512)-ReLU-Linear(512,C).
     Init as the original: conv N(0, sqrt(2/(k*k*c_out))) with bias 0; Linear and BN PyTorch defaults.
+
+    With batch_norm (`vgg16bn`, `vgg19bn`) this is the intended network, conv-BN-ReLU for every conv, not what the
+    original runs. Its make_layers puts conv and BN into one list per block but one ReLU per conv into another
+    (models/vgg.py:36-41), and forward zips the two (models/vgg.py:71-75, VGGCurve the same at 109-113): zip stops
+    at the shorter list, so a block of k convs runs only its first k layers, conv and BN alternating, each followed
+    by a ReLU (conv-ReLU-BN-ReLU-conv-ReLU for k = 3): ceil(k/2) convs and floor(k/2) BNs. VGG16BN runs 8 of its 13
+    convs and 5 of its 13 BNs (VGG19BN 8 of 16 and 8 of 16); the rest are parameters that never see data. No README
+    command uses the BN variants (VGG16 has no BN and runs as written).
     """
 
     def __init__(self, depth: int, num_classes: int, width: float = 1.0, batch_norm: bool = False,

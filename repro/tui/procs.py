@@ -42,13 +42,15 @@ def run_argv(recipe: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "repro.cli", "run", recipe, "--quiet", *extra]
 
 
-def launch(root: Path, name: str, sets: Sequence[str], smoke: bool, device: str, runs: int, tag: str = "") -> Launched:
+def launch(root: Path, name: str, sets: Sequence[str], smoke: bool, device: str, runs: int, tag: str = "",
+           faithful: bool = False) -> Launched:
     """Launch a recipe. A single run gets its directory made here (so the app can select it at once);
     a sweep (runs > 1) lets `repro run` make one directory per point."""
     from repro.rundir import new_run_dir  # torch comes with it: call this from a worker
 
     root = Path(root)
-    extra = [a for s in sets for a in ("--set", s)] + ["--device", device] + (["--smoke"] if smoke else [])
+    extra = [a for s in sets for a in ("--set", s)] + ["--device", device] + (["--smoke"] if smoke else []) + (
+        ["--faithful"] if faithful else [])
     if runs == 1:
         run_dir = new_run_dir(root, name, tag, smoke)
         log = run_dir.parent / f"{run_dir.name}.launch.log"

@@ -48,6 +48,7 @@ class RecipeInfo:
     description: str = ""
     command: str = ""
     expect: str = ""
+    differences: tuple[tuple[str, str], ...] = ()  # (id, "key = faithful value" or "not switchable")
     error: str = ""
     loaded: bool = False
 
@@ -66,11 +67,13 @@ def recipe_info(name: str) -> RecipeInfo:
         return RecipeInfo(name, "?", "?", "?", "?", error=f"{type(e).__name__}: {e}", loaded=True)
     r = resolved[0].recipe
     exp = r.expect
-    expect = ", ".join(f"{k} = {v}" for k, v in (exp.metrics or {}).items())
-    if expect and getattr(exp, "tolerance", None) is not None:
-        expect += f" (± {exp.tolerance})"
+    expect = ", ".join(f"{k} = {v} (± {exp.tolerance_for(k)})" for k, v in (exp.metrics or {}).items())
+    from engine.fidelity import differences_for, toml_value
+
+    diffs = tuple((d.id, "not switchable" if d.key is None else f"{d.key} = {toml_value(d.faithful)}")
+                  for d in differences_for(r.name))
     return RecipeInfo(name, r.paper, "+".join(dict.fromkeys(s.method for s in r.stage)), r.data.dataset,
-                      r.model.arch, len(resolved), r.description, r.command, expect, loaded=True)
+                      r.model.arch, len(resolved), r.description, r.command, expect, diffs, loaded=True)
 
 
 class RecipesScreen(Screen):
@@ -83,11 +86,13 @@ class RecipesScreen(Screen):
         Binding("o", "overrides", "--set"),
         Binding("d", "cycle_device", "Device"),
         Binding("t", "toggle_preview", "Preview smoke/full"),
+        Binding("F", "toggle_faithful", "Faithful"),
     ]
 
     search_text = reactive("")
     device = reactive("auto")
     smoke_preview = reactive(False)
+    faithful = reactive(False)  # --faithful: run what the original code did (engine.fidelity)
     current: reactive[str | None] = reactive(None)
     sets: reactive[tuple[str, ...]] = reactive(tuple)
 
@@ -208,6 +213,10 @@ class RecipesScreen(Screen):
         self._update_preview()
         self._update_bar()
 
+    def watch_faithful(self) -> None:
+        self._update_preview()
+        self._update_bar()
+
     # ---- side pane and bar ----
     def _update_bar(self) -> None:
         if not self.is_mounted:
@@ -216,6 +225,7 @@ class RecipesScreen(Screen):
         self.query_one("#launch-bar", Static).update(
             f" device [b]{self.device}[/b]   overrides [b]{Text(sets).markup}[/b]   "
             f"preview [b]{'smoke' if self.smoke_preview else 'full'}[/b]   "
+            f"profile [b]{'faithful' if self.faithful else 'ours'}[/b]   "
             f"root {Text(str(self.app.root)).markup}", layout=False)
 
     def _update_preview(self) -> None:
@@ -242,17 +252,24 @@ class RecipesScreen(Screen):
             t.append(f"{i.expect}\n")
         if i.runs > 1:
             t.append(f"a sweep: {i.runs} runs\n", style="yellow")
+        if i.differences:
+            t.append(f"differs from the original code ({'switched back: ' if self.faithful else ''}"
+                     "F toggles --faithful)\n", style="dim")
+            for ident, switch in i.differences:
+                t.append(f"  {ident}", style="magenta")
+                t.append(f"  {switch}\n", style="dim" if switch == "not switchable" else "")
         about.update(t)
         self.query_one("#recipe-toml", Static).update(Text("resolving ...", style="dim"))
-        self.resolve(name, self.sets, self.smoke_preview)
+        self.resolve(name, self.sets, self.smoke_preview, self.faithful)
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
-    def resolve(self, name: str, sets: tuple[str, ...], smoke: bool) -> None:
+    def resolve(self, name: str, sets: tuple[str, ...], smoke: bool, faithful: bool = False) -> None:
         from repro.recipe import RecipeError, load, to_toml
 
         try:
-            resolved = load(name, sets, smoke)
-            head = f"# resolved ({'smoke' if smoke else 'full'}{', ' + ' '.join(sets) if sets else ''})"
+            resolved = load(name, sets, smoke, faithful)
+            head = (f"# resolved ({'smoke' if smoke else 'full'}{', faithful' if faithful else ''}"
+                    f"{', ' + ' '.join(sets) if sets else ''})")
             if len(resolved) > 1:
                 head += f"; sweep point 1 of {len(resolved)}: {resolved[0].tag}"
             body: Syntax | Text = Syntax(head + "\n" + to_toml(resolved[0].recipe), "toml", theme="ansi_dark",
@@ -261,10 +278,10 @@ class RecipesScreen(Screen):
             body = Text("\n".join(e.lines), style="red")
         except Exception as e:  # noqa: BLE001
             body = Text(f"{type(e).__name__}: {e}", style="red")
-        self.app.call_from_thread(self._resolved, name, sets, smoke, body)
+        self.app.call_from_thread(self._resolved, name, sets, smoke, faithful, body)
 
-    def _resolved(self, name: str, sets: tuple[str, ...], smoke: bool, body: Syntax | Text) -> None:
-        if (name, sets, smoke) == (self.current, self.sets, self.smoke_preview):
+    def _resolved(self, name: str, sets: tuple[str, ...], smoke: bool, faithful: bool, body: Syntax | Text) -> None:
+        if (name, sets, smoke, faithful) == (self.current, self.sets, self.smoke_preview, self.faithful):
             self.query_one("#recipe-toml", Static).update(body)
 
     # ---- actions ----
@@ -293,6 +310,9 @@ class RecipesScreen(Screen):
     def action_toggle_preview(self) -> None:
         self.smoke_preview = not self.smoke_preview
 
+    def action_toggle_faithful(self) -> None:
+        self.faithful = not self.faithful
+
     def action_overrides(self) -> None:
         name = self.current
         if name is None:
@@ -320,9 +340,9 @@ class RecipesScreen(Screen):
         if info is not None and info.error:
             self.notify(info.error.splitlines()[0], title=f"{name} does not load", severity="error")
             return
-        sets, device = self.sets, self.device
+        sets, device, faithful = self.sets, self.device, self.faithful
         cmd = " ".join(["repro run", name, *(f"--set {s}" for s in sets), f"--device {device}",
-                        *(["--smoke"] if smoke else [])])
+                        *(["--smoke"] if smoke else []), *(["--faithful"] if faithful else [])])
         runs = info.runs if info and info.loaded else 1
         body = (f"{cmd}\n\n{'smoke profile: digits, a narrow model, two epochs a stage' if smoke else 'FULL SIZE'}"
                 f"{f'; a sweep of {runs} runs, one after another' if runs > 1 else ''}\n"
@@ -330,18 +350,18 @@ class RecipesScreen(Screen):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.start(name, sets, smoke, device)
+                self.start(name, sets, smoke, device, faithful)
 
         self.app.push_screen(ConfirmDialog(f"Launch {'a smoke' if smoke else 'a full'} run?", body), done)
 
     @work(thread=True, group="launch", exit_on_error=False)
-    def start(self, name: str, sets: tuple[str, ...], smoke: bool, device: str) -> None:
+    def start(self, name: str, sets: tuple[str, ...], smoke: bool, device: str, faithful: bool = False) -> None:
         from repro.recipe import RecipeError, load
         from repro.tui import procs
 
         try:
-            resolved = load(name, sets, smoke)
-            la = procs.launch(self.app.root, name, sets, smoke, device, len(resolved), resolved[0].tag)
+            resolved = load(name, sets, smoke, faithful)
+            la = procs.launch(self.app.root, name, sets, smoke, device, len(resolved), resolved[0].tag, faithful)
         except RecipeError as e:
             self.app.call_from_thread(self.notify, "\n".join(e.lines), title="cannot launch", severity="error")
             return
