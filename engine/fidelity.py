@@ -233,6 +233,14 @@ DIFFERENCES: tuple[Difference, ...] = (
         effect="none for 3 bends (every recipe); for other counts the original's plane is wrong",
         recipes=("curve_*",)),
     Difference(
+        id="pf_prunes_the_final_dense_model",
+        ours="PF prunes each dense model's final weights (init_from a stage loads its final.pt)",
+        original="PF prunes the --pretrained checkpoint that main_individual.py saved, its best-on-test epoch",
+        source=f"{FT} main_individual.py:304-310, main_PF.py:313-325",
+        effect="the dense starting points differ by the last epochs' noise (a few 0.1% on test); the fine-tune's own "
+               "best-validation member is kept as the original (`keep = \"best\"`)",
+        recipes=("freetickets_pf_*",)),
+    Difference(
         id="logits_not_log_softmax",
         ours="models return logits and train with cross-entropy",
         original="models return log_softmax and train with NLL",
