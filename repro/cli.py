@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.fidelity import DIFFERENCES, by_id, differences_for, markdown_table, toml_value
 from repro.recipe import RecipeError, load, load_resolved, recipe_names, to_toml
 from repro.rundir import RunDirError, list_runs, read_run, run_root
 
@@ -82,8 +83,6 @@ def show(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool) -> Non
 
 def _faithful_header(recipe) -> str:  # noqa: ANN001 - a Recipe
     """TOML comments saying what --faithful changed."""
-    from engine.fidelity import by_id, toml_value
-
     applied = [by_id(i) for i in recipe.run.faithful_applied]
     if not applied:
         return "# --faithful: no switchable difference applies to this recipe\n"
@@ -96,8 +95,6 @@ def _faithful_header(recipe) -> str:  # noqa: ANN001 - a Recipe
 @click.option("--markdown", is_flag=True, help="Every entry as the README's table (no RECIPE).")
 def differences(recipe: str | None, as_json: bool, markdown: bool) -> None:
     """Where a recipe's run differs from the original code on purpose, and the key that switches each back."""
-    from engine.fidelity import DIFFERENCES, differences_for, markdown_table, toml_value
-
     if markdown:
         click.echo(markdown_table(), nl=False)
         return

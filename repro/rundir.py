@@ -89,7 +89,7 @@ class RunLock:
                     time.sleep(0.005)
                     continue
                 os.close(fd)
-                pid = _read_lock(self.path)[0]
+                pid = read_lock(self.path)[0]
                 raise RunDirError(f"{self.path.parent}: another run is using this directory"
                                   + (f" (pid {pid})" if pid else "")) from None
         try:
@@ -126,7 +126,7 @@ def check_no_links(run_dir: Path) -> None:
                                   "(remove it, or copy the run without links)")
 
 
-def _read_lock(path: Path) -> tuple[int | None, str | None]:
+def read_lock(path: Path) -> tuple[int | None, str | None]:
     """The (pid, host) a lock file records ("pid host"; older runs wrote the pid alone); never follows a link."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -143,7 +143,8 @@ def _read_lock(path: Path) -> tuple[int | None, str | None]:
     return (pid or None), (words[1] if len(words) > 1 else None)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -163,10 +164,10 @@ def is_locked(run_dir: Path) -> bool:
     on another host, is confirmed with a shared-lock probe (and acquiring retries for LOCK_WAIT_S anyway).
     """
     path = Path(run_dir) / ".lock"
-    pid, host = _read_lock(path)
+    pid, host = read_lock(path)
     if pid is None:
         return False
-    if (host is None or host == socket.gethostname()) and not _pid_alive(pid):
+    if (host is None or host == socket.gethostname()) and not pid_alive(pid):
         return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -367,3 +367,13 @@ def test_set_problems_name_set_not_the_file(tmp_path: Path) -> None:
     assert sorted(res.stderr.splitlines()) == sorted([
         f"{bad}: run.seed: input should be a valid integer (got '3')",
         "--set: model.width: input should be a valid number (got '2')"])
+
+
+def test_the_terminal_app_reads_the_pid_of_a_pid_and_host_lock(tmp_path: Path) -> None:
+    from repro.tui import procs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):
+        assert procs.lock_pid(run) == os.getpid()  # the lock now says "pid host"; the stop key signals that pid
+        assert procs.lock_pid(tmp_path) is None  # no lock there

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from repro.rundir import new_run_dir, read_lock
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -46,8 +48,6 @@ def launch(root: Path, name: str, sets: Sequence[str], smoke: bool, device: str,
            faithful: bool = False) -> Launched:
     """Launch a recipe. A single run gets its directory made here (so the app can select it at once);
     a sweep (runs > 1) lets `repro run` make one directory per point."""
-    from repro.rundir import new_run_dir  # torch comes with it: call this from a worker
-
     root = Path(root)
     extra = [a for s in sets for a in ("--set", s)] + ["--device", device] + (["--smoke"] if smoke else []) + (
         ["--faithful"] if faithful else [])
@@ -76,20 +76,8 @@ def resume(root: Path, run_dir: Path, status: dict) -> Launched:
 
 def lock_pid(run_dir: Path) -> int | None:
     """The pid written into the run's .lock by the process holding it."""
-    try:
-        return int((Path(run_dir) / ".lock").read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+    return read_lock(Path(run_dir) / ".lock")[0]
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def signal_run(pid: int, sig: int) -> str:

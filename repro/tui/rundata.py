@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from repro.rundir import is_locked
+
 TAIL_CHUNK = 64 * 1024  # bytes read backwards from the end of a log on first open
 MAX_STEP = 1 << 20  # more new bytes than this between two reads: skip ahead to the last chunk
 STATES = ("running", "done", "failed", "killed", "unknown", "unreadable")
@@ -261,8 +263,6 @@ class _Entry:
 
 
 def _is_locked(path: Path) -> bool:
-    from repro.rundir import is_locked  # imported on first need: repro.rundir pulls in torch
-
     try:
         return is_locked(path)
     except OSError:

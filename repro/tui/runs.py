@@ -19,6 +19,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Log, Static
 from textual_plotext import PlotextPlot
 
+from repro.rundir import pid_alive
 from repro.tui import procs
 from repro.tui.recipes import STATE_STYLE
 from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, row_cells
@@ -332,7 +333,7 @@ class RunsScreen(Screen):
         """Stopped runs that still hold their lock after the grace period get SIGKILL."""
         for key, (pid, deadline) in list(self.stopping.items()):
             r = self.rows.get(key)
-            if r is None or r.state != "running" or not procs.alive(pid):
+            if r is None or r.state != "running" or not pid_alive(pid):
                 del self.stopping[key]
             elif time.monotonic() >= deadline:
                 del self.stopping[key]
