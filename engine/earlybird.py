@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.config.params import ratio_tag
 from engine.flops import dense_forward_flops, param_counts
 from engine.models.earlybird import EBPreResNet, SlimmingVGG
 from engine.models.imagenet import BasicBlock, ImageNetResNet
@@ -180,11 +181,6 @@ class EarlyBird:
         self.seen = int(state["seen"])
         self.found = None if int(state["found"]) < 0 else int(state["found"])
         self.trace = [float(x) for x in state["trace"]]
-
-
-def ratio_tag(ratio: float) -> str:
-    """'30' for 0.3, '12.5' for 0.125: the percent in file names (eb-30.pt) and metric keys."""
-    return f"{round(float(ratio) * 100, 6):g}"
 
 
 # ---------------------------------------------------------------------------------------------------------

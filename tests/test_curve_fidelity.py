@@ -272,10 +272,10 @@ def test_report_shows_the_dense_epochs_of_the_flops_reference(tmp_path: Path) ->
 
 def test_demo_curve_digits_sweeps_both_curve_types() -> None:
     runs = load("demo_curve_digits")
-    kinds = [r.recipe.stage[-1].params["curve"] for r in runs]
+    kinds = [r.recipe.stage[-1].params.curve for r in runs]
     assert kinds == ["bezier", "polychain"]
     for r in runs:
         assert r.recipe.data.dataset == "digits" and r.recipe.paper == "modeconnectivity"
-        assert "curve" in r.recipe.analyses and r.recipe.stage[-1].params["eval_points"] == 11
+        assert "curve" in r.recipe.analyses and r.recipe.stage[-1].params.eval_points == 11
     with pytest.raises(RecipeError):
         load("demo_curve_digits", sets=["stage.curve.params.curve=spline"])

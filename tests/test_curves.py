@@ -11,35 +11,16 @@ import tomli_w
 import torch
 from torch import nn
 
-import engine.config
-from engine.analyses import ANALYSES
 from engine.analyses import curve as curve_analysis
-from engine.analyses import plane as plane_analysis
 from engine.analyses.curve import summary_stats
 from engine.analyses.plane import plane_basis
 from engine.curves import CurveNet, coefficients, line_coefficients, update_bn
 from engine.io import load_checkpoint
-from engine.methods import METHODS
 from engine.methods.curve import Curve
-from engine.methods.fge import FGE
 from engine.models import create_model
 from engine.store import read_group
 from repro.launch import execute
 from repro.recipe import load
-
-CURVE_METRICS = ("curve_min_train_loss", "curve_max_train_loss", "curve_min_test_error", "curve_max_test_error")
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The curve / fge methods and analyses (and the curve metrics of [expect]), registered for these tests."""
-    monkeypatch.setitem(METHODS, "curve", Curve)
-    monkeypatch.setitem(METHODS, "fge", FGE)
-    monkeypatch.setitem(ANALYSES, "curve", curve_analysis.run)
-    monkeypatch.setitem(ANALYSES, "plane", plane_analysis.run)
-    extra = tuple(m for m in CURVE_METRICS if m not in engine.config.METRICS)
-    monkeypatch.setattr(engine.config, "METRICS", engine.config.METRICS + extra)
-
 
 # ---- coefficients --------------------------------------------------------------------------------------------
 

@@ -353,7 +353,7 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu", smoke=True)
     assert out.state == "done", out.error
     run = out.run_dir
-    ratios = res.recipe.stage[0].params["ratios"]
+    ratios = res.recipe.stage[0].params.ratios
     # an EB epoch for every ratio, in the method state, the metrics and /earlybird
     eb = load_checkpoint(run / "search" / "final.pt")["method"]["earlybird"]
     assert set(eb["found"]) == {ratio_tag(r) for r in ratios}
@@ -367,7 +367,7 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
         ticket = load_checkpoint(run / "search" / f"eb-{tag}.pt")
         assert ticket["epoch"] == eb["found"][tag] and torch.equal(ticket["scales"], eb["scales"][ticket["epoch"]])
     # the detector statistic at the EB epoch is within the threshold, and not before the window filled
-    thr = res.recipe.stage[0].params["threshold"]
+    thr = res.recipe.stage[0].params.threshold
     for i in range(len(ratios)):
         e = int(g["eb_epoch"][i])
         assert g["window_distance"][i, e] <= thr

@@ -134,8 +134,9 @@ def test_suptickets_imagenet_pretrain_and_cycles() -> None:
 
 def test_suptickets_pretrain_epochs_must_leave_whole_cycles() -> None:
     bad = stage("suptickets", 100, 0.1, {"pretrain_epochs": 93, "cycle": 2})
-    assert SupTickets.check(bad)[0][0] == "params.pretrain_epochs"
-    assert SupTickets.check(stage("suptickets", 100, 0.1, {"pretrain_epochs": 92, "cycle": 2})) == []
+    assert bad.params.check(bad)[0][0] == "params.pretrain_epochs"
+    ok = stage("suptickets", 100, 0.1, {"pretrain_epochs": 92, "cycle": 2})
+    assert ok.params.check(ok) == []
 
 
 # ---- model option and recipes -------------------------------------------------------------------------
@@ -185,13 +186,13 @@ def test_imagenet_recipes_resolve_to_the_original_settings(name: str) -> None:
 
 def test_imagenet_recipe_budgets() -> None:
     edst = load("freetickets_edst_resnet50_imagenet")[0].recipe.stage[0]
-    assert edst.epochs == 310 and edst.params["epochs_explo"] == 30 and edst.params["model_num"] == 4
-    assert edst.params["phase_schedule"] == IMAGENET_EDST and edst.params["prune_rate_restart"] is True
+    assert edst.epochs == 310 and edst.params.epochs_explo == 30 and edst.params.model_num == 4
+    assert edst.params.phase_schedule == IMAGENET_EDST and edst.params.prune_rate_restart is True
     granet = load("suptickets_granet_resnet50_imagenet")[0].recipe.stage[0].params
-    assert (granet["init_density"], granet["final_density"], granet["final_prune_epoch"]) == (0.5, 0.1, 30)
+    assert (granet.init_density, granet.final_density, granet.final_prune_epoch) == (0.5, 0.1, 30)
     for name in ("suptickets_rigl_resnet50_imagenet", "suptickets_granet_resnet50_imagenet"):
         p = SupTickets.Params.model_validate(load(name)[0].recipe.stage[0].params)
-        assert SupTickets.budget(100, p) == (92, 4) and p.milestones == [30, 60, 85]
+        assert p.budget(100) == (92, 4) and p.milestones == [30, 60, 85]
         assert (p.no_maskupdates, p.re_explore) == (False, False)  # the ImageNet lines pass neither flag
     dst = load("freetickets_dst_resnet50_imagenet")[0].recipe.stage
     assert [s.name for s in dst] == ["dst1", "dst2"] and [s.seed for s in dst] == [17, 18]

@@ -8,8 +8,9 @@ import pytest
 import tomli_w
 import torch
 
+from engine.config.params import cycle_split
 from engine.io import load_checkpoint
-from engine.methods.suptickets import cycle_split, prune_global, superpose
+from engine.methods.suptickets import prune_global, superpose
 from engine.sparse.inits import maskable
 from engine.store import read_group
 from repro.launch import execute

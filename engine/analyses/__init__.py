@@ -1,9 +1,7 @@
-"""Analyses over a finished run, each writing one group of analysis.h5. ANALYSES maps mode -> function."""
+"""Analyses over a finished run, each writing one group of analysis.h5; each registers itself beside its
+definition (`@register_analysis`), and importing the modules here fills ANALYSES (name -> function)."""
 
-from collections.abc import Callable
-from typing import Any
-
-from engine.analyses import (
+from engine.analyses import (  # noqa: F401  (each module registers its analyses)
     calibration,
     curve,
     disagreement,
@@ -16,21 +14,6 @@ from engine.analyses import (
     sparsity,
     tsne,
 )
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import ANALYSES, AnalysisContext, register_analysis
 
-ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
-    "predict": predict.run,
-    "disagreement": disagreement.run,
-    "kd": kd.run,
-    "calibration": calibration.run,
-    "ood": ood.run,
-    "mask_overlap": eb_overlap.run_any,  # weight tickets, or Early-Bird channel masks over epochs
-    "tsne": tsne.run,
-    "sparsity": sparsity.run,
-    "earlybird": earlybird.run,
-    "curve": curve.run,
-    "plane": plane.run,
-    "bn_eval": curve.run_bn_eval,  # the run's networks after BN re-estimation, as eval_curve scores endpoints
-}
-
-__all__ = ["ANALYSES", "AnalysisContext"]
+__all__ = ["ANALYSES", "AnalysisContext", "register_analysis"]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.ensemble import calibration_bins, load_predictions, nll
 from engine.store import write_group
 
@@ -51,6 +51,7 @@ def reliability(p: torch.Tensor, labels: torch.Tensor, n_bins: int,
     return calibration_bins(p, labels, n_bins)
 
 
+@register_analysis("calibration")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /calibration from /predict (computed first when missing)."""
     pred = load_predictions(ctx)

@@ -1,9 +1,11 @@
-"""What an analysis gets: the resolved recipe, the run directory, the device and the data, loaded lazily."""
+"""What an analysis gets (the resolved recipe, the run directory, the device and the data, loaded lazily) and
+the registry each analysis joins beside its definition (`@register_analysis`)."""
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,19 @@ class AnalysisContext:
     @functools.cached_property
     def labels(self) -> torch.Tensor:
         return self.data.test.y.clone()
+
+
+Analysis = Callable[[AnalysisContext], dict[str, Any]]
+ANALYSES: dict[str, Analysis] = {}  # a recipe's `analyses` entry -> the function writing its analysis.h5 group
+
+
+def register_analysis(name: str) -> Callable[[Analysis], Analysis]:
+    """Register an analysis under its name (one of engine.config.names.ANALYSES)."""
+
+    def register(fn: Analysis) -> Analysis:
+        if name in ANALYSES:
+            raise ValueError(f"analysis '{name}' is registered twice")
+        ANALYSES[name] = fn
+        return fn
+
+    return register

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.config import StageConfig
 from engine.curves import CurveNet, build_curve, line_coefficients, update_bn
 from engine.data import Augment, DeviceLoader, Split, make_loader
@@ -114,8 +114,8 @@ def load_curve(ctx: AnalysisContext, stage: StageConfig | None = None) -> tuple[
     p = stage.params
     m = ctx.recipe.model
     torch.manual_seed(0)
-    net = build_curve(m.arch, ctx.data.num_classes, m.width, p.get("curve", "bezier"), p.get("num_bends", 3),
-                      p.get("fix_start", True), p.get("fix_end", True))
+    net = build_curve(m.arch, ctx.data.num_classes, m.width, p.curve, p.num_bends, p.fix_start,
+                      p.fix_end)
     path = ctx.run_dir / stage.name / "final.pt"
     if not path.exists():
         raise FileNotFoundError(f"{ctx.run_dir}: stage '{stage.name}' has not finished (no final.pt)")
@@ -160,11 +160,12 @@ def evaluate_path(ev: PointEval, points: list[torch.Tensor]) -> dict[str, np.nda
     return out
 
 
+@register_analysis("curve")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /curve: t, the series along the curve and (with eval_line) along the segment as line_*."""
     net, stage = load_curve(ctx)
     p = stage.params
-    num_points = int(p.get("eval_points", 61))
+    num_points = p.eval_points
     ev = PointEval(net, ctx, stage.optimizer.weight_decay)
     ts = np.linspace(0.0, 1.0, num_points)
     with torch.no_grad():
@@ -179,7 +180,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     for k in SERIES:
         for stat, v in summary_stats(res[k], res["dl"]).items():
             attrs[f"{k}_{stat}"] = v
-    if p.get("eval_line", True):
+    if p.eval_line:
         with torch.no_grad():
             line_pts = [net.point(line_coefficients(float(t), net.num_bends)) for t in ts]
         line = evaluate_path(ev, line_pts)
@@ -197,6 +198,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     return out
 
 
+@register_analysis("bn_eval")
 def run_bn_eval(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /bn_eval: each member of the last stage scored after BN re-estimation (`score`), with the last
     stage's weight decay in the loss, as eval_curve.py scores a curve's endpoints."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.earlybird import channel_mask, detector_trace, mask_distance, model_cost, prune_channels, ratio_tag
 from engine.io import load_checkpoint
 from engine.models import create_model
@@ -52,6 +52,7 @@ def masks_at(scales: torch.Tensor, ratio: float) -> list[torch.Tensor]:
     return [channel_mask(s, ratio) for s in scales]
 
 
+@register_analysis("earlybird")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /earlybird for the run's EB search."""
     stage, eb = search_state(ctx)

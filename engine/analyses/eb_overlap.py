@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from engine.analyses import mask_overlap
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.earlybird import masks_at, search_stages, search_state
 from engine.earlybird import distance_matrix, ratio_tag
 from engine.store import write_group
@@ -54,6 +54,7 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
             "final_vs_init": float(mats[main][0, -1])}
 
 
+@register_analysis("mask_overlap")
 def run_any(ctx: AnalysisContext) -> dict[str, Any]:
     """`mask_overlap` for any run: EB channel masks over epochs when there is an EB search, else weight tickets."""
     return run(ctx) if has_search(ctx) else mask_overlap.run(ctx)

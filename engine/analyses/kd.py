@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.ensemble import EPS, kl_matrix, load_predictions, mean_off_diagonal
 from engine.store import write_group
 
 
+@register_analysis("kd")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /kd from /predict (computed first when missing)."""
     pred = load_predictions(ctx)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.ensemble import max_softmax, ood_metrics
 from engine.data import Split, load_dataset, make_loader, make_synthetic
 from engine.evaluate import predict_probs
@@ -36,6 +36,7 @@ def ood_split(ctx: AnalysisContext) -> Split:
     return test
 
 
+@register_analysis("ood")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /ood: the ensemble's max-softmax scores on both test splits and how well they separate them."""
     name = ctx.recipe.analysis.ood_dataset

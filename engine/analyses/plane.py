@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.curve import SERIES, PointEval, load_curve
 from engine.store import write_group
 
@@ -39,11 +39,12 @@ def plane_basis(w0: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> tuple[t
     return u, v, dx, dy
 
 
+@register_analysis("plane")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /plane: alphas, betas, grid [G, G, 2], the series [G, G], bend and curve coordinates."""
     net, stage = load_curve(ctx)
     p = stage.params
-    g, m = int(p.get("plane_grid", 21)), float(p.get("plane_margin", 0.2))
+    g, m = p.plane_grid, float(p.plane_margin)
     n = net.num_bends
     bends = net.bends().double()
     w0, w1, w2 = bends[0], bends[n // 2], bends[n - 1]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.evaluate import predict_probs
 from engine.store import write_group
 
@@ -26,6 +26,7 @@ def ensemble_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any
             "ensemble_nll": float(ens_nll)}
 
 
+@register_analysis("predict")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /predict and return its headline numbers."""
     members = ctx.members()

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.io import load_checkpoint
 from engine.store import write_group
 
 
+@register_analysis("sparsity")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /sparsity for the last stage that trained with masks."""
     for stage in reversed(ctx.recipe.stage):

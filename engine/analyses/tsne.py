@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.analyses.context import AnalysisContext
+from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.ensemble import tsne_embed, tsne_perplexity
 from engine.io import load_checkpoint
 from engine.store import write_group
@@ -104,6 +104,7 @@ def gather_trajectories(ctx: AnalysisContext) -> dict[str, Any]:
             "labels": labels, "stages": stages, "output": kinds.pop()}
 
 
+@register_analysis("tsne")
 def run(ctx: AnalysisContext) -> dict[str, Any]:
     """Write /tsne from every stage's trajectory.pt."""
     traj = gather_trajectories(ctx)

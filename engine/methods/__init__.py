@@ -1,30 +1,18 @@
-"""One module per paper procedure; METHODS maps a recipe's `method` to its class."""
+"""One module per paper procedure; each registers its class beside its definition (`@register_method`), and
+importing them here fills METHODS, which maps a recipe's `method` to its class."""
 
-from engine.methods.base import Method
-from engine.methods.curve import Curve
-from engine.methods.dst import DST
-from engine.methods.earlybird import EBPrune, EBRetrain, EBSearch
-from engine.methods.edst import EDST
-from engine.methods.fge import FGE
-from engine.methods.fix import Fix
-from engine.methods.gmp import GMP
-from engine.methods.granet import GraNet
-from engine.methods.suptickets import SupTickets
-from engine.methods.train import Train
+from engine.methods import (  # noqa: F401  (each module registers its methods)
+    curve,
+    dst,
+    earlybird,
+    edst,
+    fge,
+    fix,
+    gmp,
+    granet,
+    suptickets,
+    train,
+)
+from engine.methods.base import METHODS, Method, register_method
 
-METHODS: dict[str, type[Method]] = {
-    "train": Train,
-    "fix": Fix,
-    "dst": DST,
-    "edst": EDST,
-    "granet": GraNet,
-    "gmp": GMP,
-    "suptickets": SupTickets,
-    "eb_search": EBSearch,
-    "eb_prune": EBPrune,
-    "eb_retrain": EBRetrain,
-    "curve": Curve,
-    "fge": FGE,
-}
-
-__all__ = ["METHODS", "Method"]
+__all__ = ["METHODS", "Method", "register_method"]

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from engine.config import Strict
+from engine.config.params import MethodParams
 
 if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 
+METHODS: dict[str, type[Method]] = {}  # a recipe's `method` -> its class, filled by @register_method
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Register a method class under its recipe name (its params class is engine.config.params.PARAMS[name])."""
+
+    def register(cls: type[Method]) -> type[Method]:
+        if name in METHODS:
+            raise ValueError(f"method '{name}' is registered twice")
+        METHODS[name] = cls
+        return cls
+
+    return register
+
+
 class Method:
     """Default behaviour: plain supervised training of the stage's model. Subclasses override hooks."""
 
-    class Params(Strict):
-        """The method's own `[stage.params]`; none by default."""
+    Params: type[MethodParams] = MethodParams  # the method's own `[stage.params]` (engine.config.params)
 
     def __init__(self, trainer: Trainer, params: dict[str, Any]) -> None:
         self.trainer = trainer
@@ -35,11 +50,6 @@ class Method:
         from engine.trainer import build_optimizer
 
         return build_optimizer(self.trainer.cfg.optimizer, self.model)
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        """Problems of a stage's settings that involve more than the params alone, as (key under the stage, msg)."""
-        return []
 
     def lr(self, epoch: int, frac: float) -> float | None:
         """A learning rate the procedure itself prescribes (EDST's phases), or None for the recipe's schedule."""

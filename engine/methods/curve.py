@@ -15,47 +15,25 @@ independent initialisation per bend).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 
-from engine.config import Strict
+from engine.config.params import CurveParams
 from engine.curves import CurveNet, coefficients, update_bn
 from engine.data import make_loader
 from engine.flops import CostMeter, layer_flops
 from engine.io import load_checkpoint
-from engine.methods.base import Method
+from engine.methods.base import Method, register_method
 
 
+@register_method("curve")
 class Curve(Method):
     """Train the bends of a Bezier / PolyChain curve between two earlier stages' weights."""
 
     MONITOR_BN_IMAGES = 2048  # training images the per-epoch monitor re-estimates BN statistics on
 
-    class Params(Strict):
-        curve: Literal["bezier", "polychain"] = "bezier"
-        num_bends: int = Field(3, ge=2, le=64)
-        start: str = "endpoint1"  # the stages (or STAGE@EPOCH checkpoints) whose weights are the endpoints
-        end: str = "endpoint2"
-        fix_start: bool = True
-        fix_end: bool = True
-        init_linear: bool = True
-        eval_t: float = Field(0.5, ge=0, le=1)  # where the per-epoch monitor evaluates
-        eval_points: int = Field(61, ge=2)  # `curve` analysis: points along the curve (eval_curve --num_points)
-        eval_line: bool = True  # `curve` analysis: also the straight segment between the endpoints
-        plane_grid: int = Field(21, ge=2)  # `plane` analysis: grid points per axis (plane.py --grid_points)
-        plane_margin: float = Field(0.2, ge=0)  # `plane` analysis: margin on each side, in units of the basis
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        p = cls.Params.model_validate(stage.params)
-        problems = []
-        if p.start == p.end:
-            problems.append(("params.end", f"start and end are the same stage '{p.start}'"))
-        if stage.init_from:
-            problems.append(("init_from", "a curve stage takes its endpoints from params.start / params.end"))
-        return problems
+    Params = CurveParams
 
     def prepare_model(self, model: torch.nn.Module) -> CurveNet:
         from engine.runner import checkpoint_path

@@ -9,9 +9,11 @@ FreeTickets' `main_DST.py`, Sup-tickets' `--method DST`.
 
 from __future__ import annotations
 
+from engine.methods.base import register_method
 from engine.methods.sparse_base import SparseMethod
 
 
+@register_method("dst")
 class DST(SparseMethod):
     """Prune-and-grow every `update_frequency` steps; the growth rule comes from `[sparse].growth`."""
 

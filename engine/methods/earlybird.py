@@ -27,53 +27,27 @@ metrics; the retrain stage's model is built from that cfg automatically (`init_f
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
 
 from engine.bn import update_bn
-from engine.config import Strict
-from engine.earlybird import EarlyBird, bn_layers, bn_scales, channel_mask, model_cost, prune_channels, ratio_tag
+from engine.config.params import EBPruneParams, EBRetrainParams, EBSearchParams, EBTrainParams, ratio_tag
+from engine.earlybird import EarlyBird, bn_layers, bn_scales, channel_mask, model_cost, prune_channels
 from engine.evaluate import evaluate
 from engine.io import load_checkpoint, save_checkpoint
 from engine.lowprec import LowPrecision
-from engine.methods.base import Method
+from engine.methods.base import Method, register_method
 from engine.models import create_model
 from engine.schedules import lr_at
 
 __all__ = ["EBPrune", "EBRetrain", "EBSearch"]
 
 
-class QuantParams(Strict):
-    """Word lengths of the simulated block floating point (0 = full precision) and the rounding."""
-
-    wl_weight: int = Field(0, ge=0, le=24)
-    wl_activate: int = Field(0, ge=0, le=24)
-    wl_grad: int = Field(0, ge=0, le=24)
-    wl_error: int = Field(0, ge=0, le=24)
-    wl_momentum: int = Field(0, ge=0, le=24)
-    rounding: Literal["stochastic", "nearest"] = "stochastic"
-
-    @property
-    def low_precision(self) -> bool:
-        return any(w > 0 for w in (self.wl_weight, self.wl_activate, self.wl_grad, self.wl_error, self.wl_momentum))
-
-
-class TrainParams(QuantParams):
-    """Sparsity regularisation (-sr, --s) and SWALP averaging (--swa, --swa_start)."""
-
-    sr: bool = True
-    s: float = Field(1e-4, ge=0, le=1)
-    swa: bool = False
-    swa_start: int = Field(140, ge=0)
-
-
 class _EBBase(Method):
     """Shared hooks: low-precision attachment, the L1 subgradient on BN scales, SWA."""
 
-    class Params(TrainParams):
-        pass
+    Params = EBTrainParams
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         p = self.params
@@ -160,30 +134,11 @@ class _EBBase(Method):
 # -------------------------------------------------------------------------------------------------------------
 
 
-def _check_ratios(v: list[float]) -> list[float]:
-    if not v:
-        raise ValueError("give at least one pruning ratio")
-    bad = [r for r in v if not 0 < r < 1]
-    if bad:
-        raise ValueError(f"pruning ratios must lie in (0, 1), got {bad[0]}")
-    if len({ratio_tag(r) for r in v}) != len(v):
-        raise ValueError("pruning ratios must be distinct")
-    return v
-
-
+@register_method("eb_search")
 class EBSearch(_EBBase):
     """main.py / main_lp.py: sparsity-regularised training with one EB detector per pruning ratio."""
 
-    class Params(TrainParams):
-        ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7])
-        window: int = Field(5, ge=2, le=100)  # epoch_keep: masks in the FIFO
-        threshold: float = Field(0.1, ge=0, le=1)
-        stop_when_found: bool = False  # end the stage once every ratio has its ticket (needs the trainer's stop hook)
-
-        @field_validator("ratios")
-        @classmethod
-        def _ratios(cls, v: list[float]) -> list[float]:
-            return _check_ratios(v)
+    Params = EBSearchParams
 
     def setup(self) -> None:
         super().setup()
@@ -252,30 +207,16 @@ class EBSearch(_EBBase):
 # -------------------------------------------------------------------------------------------------------------
 
 
+@register_method("eb_prune")
 class EBPrune(_EBBase):
     """vggprune.py / resprune.py: the EB ticket made physically smaller. Its epoch measures, never trains."""
 
-    class Params(QuantParams):
-        ratio: float = Field(0.3, gt=0, lt=1)  # --percent
-        source: str = Field("search", pattern=r"^[A-Za-z0-9_\-]+$")  # the eb_search stage
-        ticket: Literal["eb", "final"] | int = "eb"  # the EB checkpoint, the search's final weights, or epoch E
-        ticket_ratio: float = Field(0.0, ge=0, lt=1)  # whose EB ticket (0: `ratio`'s own)
-        min_channels: int = Field(1, ge=1)
-        missing: Literal["error", "final"] = "error"  # no EB ticket at that ratio: fail, or prune the final weights
+    Params = EBPruneParams
 
-        @field_validator("ticket")
-        @classmethod
-        def _ticket(cls, v: Any) -> Any:
+    def _ticket(cls, v: Any) -> Any:
             if isinstance(v, int) and v < 0:
                 raise ValueError("ticket epoch must be >= 0")
             return v
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        if stage.epochs != 1:
-            return [("epochs", "eb_prune changes no weights (its epoch only measures the pruned network): "
-                               "set epochs = 1")]
-        return []
 
     def _ticket_file(self) -> tuple[Any, str]:
         p, t = self.params, self.trainer
@@ -366,25 +307,16 @@ class EBPrune(_EBBase):
 # -------------------------------------------------------------------------------------------------------------
 
 
+@register_method("eb_retrain")
 class EBRetrain(_EBBase):
     """main_c.py / main_scratch.py (and *_lp.py): train the pruned network, with EB weights or re-initialised."""
 
-    class Params(TrainParams):
-        weights: Literal["inherit", "reinit"] = "inherit"  # inherit: fine-tune the EB ticket (paper; main_c_lp.py)
-        start_epoch: Literal["eb"] | int = 0  # schedule offset: run epochs start..start+E-1 of the schedule
+    Params = EBRetrainParams
 
-        @field_validator("start_epoch")
-        @classmethod
-        def _start(cls, v: Any) -> Any:
+    def _start(cls, v: Any) -> Any:
             if isinstance(v, int) and v < 0:
                 raise ValueError("start_epoch must be >= 0 or \"eb\"")
             return v
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        if not stage.init_from:
-            return [("init_from", "eb_retrain trains a pruned network: set init_from to the eb_prune stage")]
-        return []
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         self.offset = self._offset()

@@ -17,50 +17,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import Field, field_validator
-
-from engine.config import Strict
+from engine.config.params import EDSTParams
 from engine.io import save_checkpoint
+from engine.methods.base import register_method
 from engine.methods.dst import DST
 from engine.schedules import edst_boundaries, edst_lr, edst_phase_starts, warmup_lr
 from engine.sparse.topology import prune_rate_at
 
 
+@register_method("edst")
 class EDST(DST):
     """DST with an exploration phase and M refinement phases, each leaving a ticket."""
 
-    class Params(Strict):
-        epochs_explo: int = Field(150, ge=0)
-        model_num: int = Field(3, ge=1)
-        large_death_rate: float = Field(0.8, ge=0, lt=1)
-        refine_lr: float = Field(0.01, gt=0)
-        low_lr: float = Field(0.001, gt=0)
-        jump: bool = True  # the large prune-and-regrow between phases (off with --fix)
-        # [[offset, lr], ...] within every phase (offsets in epochs from its start; empty: refine_lr, then low_lr)
-        phase_schedule: list[list[float]] = Field(default_factory=list)
-        # restart the prune-rate decay ([sparse].prune_rate_schedule) at every jump, over one phase; the first
-        # period spans exploration + phase 1 (ImageNet main.py: CosineDecay over 100 epochs, then 70 per phase)
-        prune_rate_restart: bool = False
-
-        @field_validator("phase_schedule")
-        @classmethod
-        def _table(cls, v: list[list[float]]) -> list[list[float]]:
-            if any(len(row) != 2 for row in v):
-                raise ValueError("phase_schedule must be a list of [offset, lr] pairs")
-            offsets = [row[0] for row in v]
-            if offsets and offsets[0] != 0 or any(b <= a for a, b in zip(offsets, offsets[1:])):
-                raise ValueError("phase_schedule offsets must start at 0 and increase")
-            if any(o != int(o) for o in offsets) or any(row[1] <= 0 for row in v):
-                raise ValueError("phase_schedule offsets must be whole epochs and its rates positive")
-            return [[int(o), float(lr)] for o, lr in v]
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        p = cls.Params.model_validate(stage.params)
-        if stage.epochs - p.epochs_explo < p.model_num:
-            return [("params.epochs_explo", f"epochs ({stage.epochs}) - epochs_explo ({p.epochs_explo}) must leave at "
-                     f"least one epoch for each of the {p.model_num} refinement phases")]
-        return []
+    Params = EDSTParams
 
     def setup(self) -> None:
         super().setup()

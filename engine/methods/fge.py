@@ -18,27 +18,16 @@ from typing import Any
 
 import torch
 
-from engine.config import Strict
+from engine.config.params import FGEParams
 from engine.io import load_checkpoint, save_checkpoint
-from engine.methods.base import Method
+from engine.methods.base import Method, register_method
 
 
+@register_method("fge")
 class FGE(Method):
     """Cyclic-LR SGD from a pretrained model, collecting a member at every cycle's low point."""
 
-    class Params(Strict):
-        # fge.py loads the checkpoint's optimizer state too: its momentum buffers, and its param groups'
-        # momentum / weight decay, which then override the FGE command's --momentum / --wd
-        load_optimizer: bool = True
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        problems = []
-        if stage.schedule.name != "cyclic":
-            problems.append(("schedule.name", f"fge runs the cyclic schedule (got '{stage.schedule.name}')"))
-        if not stage.init_from:
-            problems.append(("init_from", "fge starts from a pretrained checkpoint, e.g. init_from = \"train@160\""))
-        return problems
+    Params = FGEParams
 
     @property
     def cycle(self) -> int:

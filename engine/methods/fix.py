@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from engine.methods.base import register_method
 from engine.methods.sparse_base import SparseMethod
 
 
+@register_method("fix")
 class Fix(SparseMethod):
     """The mask never changes after initialisation."""

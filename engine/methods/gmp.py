@@ -6,18 +6,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
+from engine.config.params import GMPParams
+from engine.methods.base import register_method
 from engine.methods.granet import GraNet
 
 
+@register_method("gmp")
 class GMP(GraNet):
     """GraNet's schedule without neuroregeneration, starting dense (init_density 1.0)."""
 
     regrow = False
 
-    class Params(GraNet.Params):
-        init_density: float = Field(1.0, gt=0, le=1)
+    Params = GMPParams
 
     def initial_masks(self):  # noqa: ANN201 - dense start whatever the init rule
         return {n: m.new_ones(m.shape, dtype=m.dtype).cpu() for n, m in self.masking.masks.items()}

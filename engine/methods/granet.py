@@ -10,24 +10,21 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
-from engine.config import Strict
+from engine.config.params import GraNetParams
+from engine.methods.base import register_method
 from engine.methods.sparse_base import SparseMethod
 from engine.sparse.topology import gradual_density
 
 
+@register_method("granet")
 class GraNet(SparseMethod):
     """Gradual pruning to `final_density`, neuroregeneration at every update."""
 
     topology_updates = True
     regrow = True
 
-    class Params(Strict):
-        init_density: float = Field(0.5, gt=0, le=1)
-        final_density: float = Field(0.05, gt=0, le=1)
-        init_prune_epoch: float = Field(0, ge=0)
-        final_prune_epoch: float = Field(110, ge=0)
+    Params = GraNetParams
 
     def initial_density(self) -> float:
         return self.params.init_density

@@ -22,26 +22,18 @@ from __future__ import annotations
 
 import copy
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 
 from engine.bn import update_bn
+from engine.config.params import SupTicketsParams
 from engine.evaluate import evaluate
 from engine.io import save_checkpoint
+from engine.methods.base import register_method
 from engine.methods.granet import GraNet
 from engine.schedules import warmup_lr
 from engine.sparse.inits import maskable
-
-
-def cycle_split(epochs: int, cycle_rate: float, cycle: int) -> tuple[int, int]:
-    """(pre-train epochs, number of cheap tickets): C = epochs·cycle_rate floored to a multiple of `cycle`."""
-    c = epochs * cycle_rate
-    if c < cycle:
-        return epochs, 0
-    c = int(c // cycle * cycle)
-    return epochs - c, c // cycle
 
 
 def superpose(previous: dict[str, torch.Tensor], ticket: dict[str, torch.Tensor], a: float) -> dict[str, torch.Tensor]:
@@ -73,42 +65,16 @@ def prune_global(state: dict[str, torch.Tensor], names: list[str], density: floa
     return masks
 
 
+@register_method("suptickets")
 class SupTickets(GraNet):
     """GraNet / RigL / SET pre-training, then cyclic cheap tickets superposed into one network."""
 
-    class Params(GraNet.Params):
-        cycle_rate: float = Field(0.1, gt=0, lt=1)
-        cycle: int = Field(8, gt=0)
-        lr_1: float = Field(0.001, gt=0)  # at the cycle's ends, where tickets are taken (the README's value)
-        lr_2: float = Field(0.005, gt=0)  # at the cycle's middle
-        no_maskupdates: bool = True
-        re_explore: bool = True
-        large_death_rate: float = Field(0.5, ge=0, lt=1)
-        superposing: Literal["caa", "cima"] = "caa"
-        cima_factor: float = Field(0.5, gt=0, le=1)
-        include_pretrained: bool = True  # the pre-trained model counts as member 0 of the average (the code's way)
-        update_bn: bool = True
-        # pre-training epochs given outright (ImageNet --pretrain_epoch; the remaining epochs are the cycles);
-        # 0: derived from cycle_rate as the CIFAR script does
-        pretrain_epochs: int = Field(0, ge=0)
-        # x0.1 from these 0-based epochs of pre-training (ImageNet --first_m/--second_m/--third_m);
-        # empty: int(P/2) and int(3P/4) (the CIFAR MultiStepLR)
-        milestones: list[int] = Field(default_factory=list)
-        # the ImageNet main.py's swap after each superposition (see the module docstring); false: the CIFAR script's
-        # way, training continues on its own trajectory
-        swap_superposed: bool = False
-
-    @classmethod
-    def budget(cls, epochs: int, p: Any) -> tuple[int, int]:
-        """(pre-train epochs, number of cheap tickets) of a stage of `epochs` epochs with params `p`."""
-        if p.pretrain_epochs:
-            return p.pretrain_epochs, max(epochs - p.pretrain_epochs, 0) // p.cycle
-        return cycle_split(epochs, p.cycle_rate, p.cycle)
+    Params = SupTicketsParams
 
     @cached_property
     def split(self) -> tuple[int, int]:
         """This stage's (pre-train epochs, number of cheap tickets)."""
-        return self.budget(self.trainer.cfg.epochs, self.params)
+        return self.params.budget(self.trainer.cfg.epochs)
 
     def setup(self) -> None:
         super().setup()
@@ -227,17 +193,3 @@ class SupTickets(GraNet):
             g = (state.get("last_grads") or {}).get(n)
             if g is not None:
                 p.grad = g.to(device=p.device, dtype=p.dtype)
-
-    @classmethod
-    def check(cls, stage: Any) -> list[tuple[str, str]]:
-        p = cls.Params.model_validate(stage.params)
-        if p.pretrain_epochs:
-            cyclic = stage.epochs - p.pretrain_epochs
-            if cyclic <= 0 or cyclic % p.cycle:
-                return [("params.pretrain_epochs", f"epochs ({stage.epochs}) - pretrain_epochs ({p.pretrain_epochs}) "
-                         f"= {cyclic} must be a positive multiple of the cycle ({p.cycle} epochs)")]
-        elif cycle_split(stage.epochs, p.cycle_rate, p.cycle)[1] == 0:
-            return [("params.cycle_rate", f"epochs·cycle_rate = {stage.epochs * p.cycle_rate:g} is shorter than one "
-                     f"cycle ({p.cycle} epochs): no cheap tickets would be taken")]
-        return []
-

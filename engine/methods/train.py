@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from engine.methods.base import Method
+from engine.methods.base import Method, register_method
 
 
+@register_method("train")
 class Train(Method):
     """Plain supervised training; all behaviour is the trainer's default loop."""

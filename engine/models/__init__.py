@@ -1,9 +1,13 @@
 """Model zoo: every architecture of the five seed code bases, built by name through one `create_model`.
 
 Each model is plain Conv2d / Linear / BatchNorm modules returning raw logits, so masks and Bezier curves
-(torch.func.functional_call) work on any of them. Definitions live in the family modules beside this one.
+(torch.func.functional_call) work on any of them. Each family module registers its builder beside its
+definition; importing them here fills the registry.
 """
 
-from .registry import UnknownArch, canonical_arch, create_model, list_archs
+from engine.config.archs import UnknownArch, canonical_arch, list_archs
 
-__all__ = ["create_model", "canonical_arch", "list_archs", "UnknownArch"]
+from . import cifar_resnet, earlybird, imagenet, preresnet, suptickets_resnet, vgg, wrn  # noqa: F401  (registers)
+from .registry import BUILDERS, create_model, register_model
+
+__all__ = ["BUILDERS", "create_model", "canonical_arch", "list_archs", "register_model", "UnknownArch"]

@@ -7,12 +7,16 @@ whose layer-wise rules look them up ('conv.weight' is the stem, 'fc.weight' the 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config.archs import ArchParams
+
 from .common import scaled
+from .registry import register_model
 
 
 class CifarBlock(nn.Module):
@@ -76,3 +80,8 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(F.relu(self.bn(self.conv(x))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+@register_model("cifar_resnet")
+def _cifar_resnet(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return CifarResNet(p[0], num_classes, width, base_width=16 if p[1] is None else p[1], **options)

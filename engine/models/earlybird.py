@@ -7,12 +7,16 @@ network can be built with the same definition; the unpruned model records its ow
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config.archs import ArchParams
+
 from .common import he_normal_fan_out_, scaled
+from .registry import register_model
 
 EB_VGG_CFG: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -214,3 +218,18 @@ class EBPreResNet(nn.Module):
         out = self.relu(self.select(self.bn(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # = AvgPool2d(8) on the 8x8 CIFAR map
         return self.fc(out)
+
+
+@register_model("eb_vgg")
+def _eb_vgg(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return SlimmingVGG(p[0], num_classes, width, **options)
+
+
+@register_model("cifar_vgg")
+def _cifar_vgg(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return SlimmingVGG(p[0], num_classes, width, bn_gamma=1.0, **options)
+
+
+@register_model("eb_preresnet")
+def _eb_preresnet(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return EBPreResNet(p[0], num_classes, width, **options)

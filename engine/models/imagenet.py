@@ -20,11 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from engine.config.archs import ArchParams
+
 from .common import scaled
+from .registry import register_model
 
 __all__ = ["ARCHS", "BasicBlock", "Bottleneck", "ImageNetResNet", "ResNetSpec", "imagenet_resnet",
            "resnet_default_cfg"]
@@ -195,3 +199,8 @@ def imagenet_resnet(name: str, num_classes: int, width: float = 1.0, conv_init: 
                     cfg: Sequence[int] | None = None) -> ImageNetResNet:
     """Build ImageNet ResNet `name` (a key of ARCHS) with `num_classes` outputs and random weights."""
     return ImageNetResNet(name, num_classes, width, conv_init, cfg)
+
+
+@register_model("imagenet_resnet")
+def _imagenet_resnet(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return imagenet_resnet(p[0], num_classes, width, **options)

@@ -10,18 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config.archs import ArchParams, preresnet_blocks
+
 from .common import he_normal_fan_out_, scaled
-
-
-def preresnet_blocks(depth: int) -> tuple[str, int]:
-    """('bottleneck' | 'basic', blocks per stage) for a PreResNet depth; ValueError for an impossible one."""
-    if depth >= 44:
-        if (depth - 2) % 9 != 0:
-            raise ValueError(f"PreResNet depth >= 44 must satisfy (depth-2) % 9 == 0, got {depth}")
-        return "bottleneck", (depth - 2) // 9
-    if depth < 8 or (depth - 2) % 6 != 0:
-        raise ValueError(f"PreResNet depth < 44 must satisfy (depth-2) % 6 == 0 and depth >= 8, got {depth}")
-    return "basic", (depth - 2) // 6
+from .registry import register_model
 
 
 class PreActBasicBlock(nn.Module):
@@ -112,3 +104,8 @@ class PreResNet(nn.Module):
         out = self.relu(self.bn(out))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # = AvgPool2d(8) on the 8x8 CIFAR map
         return self.fc(out)
+
+
+@register_model("preresnet")
+def _preresnet(p: ArchParams, num_classes: int, width: float) -> nn.Module:
+    return PreResNet(p[0], num_classes, width)

@@ -10,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config.archs import ArchParams
+
 from .common import scaled
+from .registry import register_model
 
 STAGES: dict[int, tuple[str, list[int]]] = {
     18: ("basic", [2, 2, 2, 2]),
@@ -96,3 +99,8 @@ class CifarStemResNet(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # = avg_pool2d(4) on the 4x4 CIFAR map
         return self.classifier(out)
+
+
+@register_model("cifar_stem_resnet")
+def _cifar_stem_resnet(p: ArchParams, num_classes: int, width: float) -> nn.Module:
+    return CifarStemResNet(p[0], num_classes, width)

@@ -5,10 +5,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from engine.config.archs import ArchParams
+
 from .common import he_normal_fan_out_, scaled
+from .registry import register_model
 
 FGE_BLOCKS: dict[int, list[list[int]]] = {
     16: [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
@@ -100,3 +105,12 @@ class VGGLike(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
 
+
+@register_model("fge_vgg")
+def _fge_vgg(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return FGEVGG(p[0], num_classes, width, batch_norm=p[1] is not None, **options)
+
+
+@register_model("vgg_like")
+def _vgg_like(p: ArchParams, num_classes: int, width: float) -> nn.Module:
+    return VGGLike(num_classes, width)

@@ -6,11 +6,16 @@ shortcut reads its input, initialisation and the head's BatchNorm momentum, so b
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config.archs import ArchParams
+
 from .common import he_normal_fan_out_, scaled
+from .registry import register_model
 
 
 class WideBasicBlock(nn.Module):
@@ -148,3 +153,13 @@ class FGEWideResNet(nn.Module):
         out = F.relu(self.bn1(out))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # = avg_pool2d(8) on the 8x8 CIFAR map
         return self.linear(out)
+
+
+@register_model("wrn")
+def _wrn(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return WideResNet(p[0], p[1], num_classes, width, **options)
+
+
+@register_model("fge_wrn")
+def _fge_wrn(p: ArchParams, num_classes: int, width: float, **options: Any) -> nn.Module:
+    return FGEWideResNet(num_classes, width, **options)

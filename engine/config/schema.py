@@ -6,35 +6,14 @@ recipe is, so the engine can take a typed object and the CLI can report `key.pat
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
-PAPERS = ("freetickets", "suptickets", "earlybird", "randompruning", "modeconnectivity", "demo")
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "imagenet", "synthetic-imagenet")
-NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "none")
-METRICS = (
-    "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
-    "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean", "superposed_acc",
-    "curve_min_train_loss", "curve_max_train_loss", "curve_min_test_error", "curve_max_test_error",
-    "bn_train_loss", "bn_test_error",
-)
-
-
-def suggest(word: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
-    """A '; did you mean X?' suffix for a misspelt name, or the list of choices."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    if close:
-        return f"; did you mean '{close[0]}'?"
-    shown = ", ".join(list(choices)[:12])
-    return f"; choose from {shown}" + (", ..." if len(choices) > 12 else "")
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors and no silent type coercion ("3" is not 3)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+from engine.config import names
+from engine.config.archs import UnknownArch, resolve_arch
+from engine.config.base import Strict, suggest
+from engine.config.params import PARAMS, MethodParams
 
 
 class RunConfig(Strict):
@@ -84,15 +63,15 @@ class DataConfig(Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset '{v}'{suggest(v, DATASETS)}")
+        if v not in names.DATASETS:
+            raise ValueError(f"unknown dataset '{v}'{suggest(v, names.DATASETS)}")
         return v
 
     @field_validator("normalize")
     @classmethod
     def _normalize(cls, v: str) -> str:
-        if v not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization '{v}'{suggest(v, NORMALIZATIONS)}")
+        if v not in names.NORMALIZATIONS:
+            raise ValueError(f"unknown normalization '{v}'{suggest(v, names.NORMALIZATIONS)}")
         return v
 
 
@@ -106,19 +85,15 @@ class ModelConfig(Strict):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
-        from engine.models import UnknownArch, canonical_arch
-
         try:
-            canonical_arch(v)
+            resolve_arch(v)
         except UnknownArch as e:
             raise ValueError(str(e)) from None
         return v
 
     @model_validator(mode="after")
     def _options(self) -> ModelConfig:
-        from engine.models.registry import _resolve
-
-        if self.conv_init is not None and "conv_init" not in _resolve(self.arch)[0].options:
+        if self.conv_init is not None and "conv_init" not in resolve_arch(self.arch)[0].options:
             raise ValueError(f"conv_init applies to the ImageNet ResNets only, not to arch '{self.arch}'")
         return self
 
@@ -167,10 +142,6 @@ class ScheduleConfig(Strict):
         return self
 
 
-SPARSE_INITS = ("uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "grasp", "pruning", "prune_uniform",
-                "prune_global", "dense")
-
-
 class SparseConfig(Strict):
     """`[train.sparse]` / `[stage.sparse]`: the masks and their topology updates (engine/sparse)."""
 
@@ -198,8 +169,8 @@ class SparseConfig(Strict):
     @field_validator("init")
     @classmethod
     def _init(cls, v: str) -> str:
-        if v not in SPARSE_INITS:
-            raise ValueError(f"unknown sparse init '{v}'{suggest(v, SPARSE_INITS)}")
+        if v not in names.SPARSE_INITS:
+            raise ValueError(f"unknown sparse init '{v}'{suggest(v, names.SPARSE_INITS)}")
         return v
 
 
@@ -233,7 +204,8 @@ class StageConfig(Strict):
     record_predictions: bool = False
     batch_size: int | None = Field(None, gt=0)  # this stage's global training batch (default: [data].batch_size)
     sparse: SparseConfig | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    # the method's own settings, typed by its class in engine.config.params (validated once `method` is known)
+    params: SerializeAsAny[MethodParams] = Field(default_factory=dict)
     # the ensemble member this stage contributes: its final weights, or `<stage>/best.pt`, the checkpoint with the
     # best accuracy on the evaluation split (the held-out split when there is one, else the test split)
     keep: Literal["final", "best"] = "final"
@@ -241,20 +213,23 @@ class StageConfig(Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        from engine.methods import METHODS
-
-        if v not in METHODS:
-            raise ValueError(f"unknown method '{v}'{suggest(v, sorted(METHODS))}")
+        if v not in PARAMS:
+            raise ValueError(f"unknown method '{v}'{suggest(v, sorted(PARAMS))}")
         return v
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, v: Any, info: ValidationInfo) -> Any:
+        method = info.data.get("method")
+        if method not in PARAMS:  # the unknown method is the error to report, not its params
+            return MethodParams()
+        return PARAMS[method].model_validate(v)
 
     @model_validator(mode="after")
     def _keep(self) -> StageConfig:
         """`keep` chooses between the stage's own weights; a method that picks its members itself (EDST's
         tickets, FGE's snapshots, ...) would silently ignore it, so that is an error."""
-        from engine.methods import METHODS
-        from engine.methods.base import Method
-
-        if self.keep == "best" and METHODS[self.method].members is not Method.members:
+        if self.keep == "best" and self.params.chooses_members:
             raise ValueError(f"keep = 'best' does not apply to method '{self.method}': it chooses its own ensemble "
                              "members")
         return self
@@ -278,8 +253,8 @@ class ExpectConfig(Strict):
     @classmethod
     def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
         for k in v:
-            if k not in METRICS:
-                raise ValueError(f"unknown metric '{k}'{suggest(k, METRICS)}")
+            if k not in names.METRICS:
+                raise ValueError(f"unknown metric '{k}'{suggest(k, names.METRICS)}")
         return v
 
     @field_validator("tolerance", mode="plain")
@@ -292,8 +267,8 @@ class ExpectConfig(Strict):
 
         if isinstance(v, dict):
             for k in v:
-                if k not in METRICS:
-                    raise ValueError(f"unknown metric '{k}'{suggest(str(k), METRICS)}")
+                if k not in names.METRICS:
+                    raise ValueError(f"unknown metric '{k}'{suggest(str(k), names.METRICS)}")
             return {k: number(x, f"tolerance of '{k}'") for k, x in v.items()}
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return number(v, "tolerance")
@@ -335,8 +310,8 @@ class AnalysisOptions(Strict):
     @field_validator("ood_dataset")
     @classmethod
     def _ood(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset '{v}'{suggest(v, DATASETS)}")
+        if v not in names.DATASETS:
+            raise ValueError(f"unknown dataset '{v}'{suggest(v, names.DATASETS)}")
         return v
 
 
@@ -362,39 +337,26 @@ class Recipe(Strict):
     @field_validator("paper")
     @classmethod
     def _paper(cls, v: str) -> str:
-        if v not in PAPERS:
-            raise ValueError(f"unknown paper '{v}'{suggest(v, PAPERS)}")
+        if v not in names.PAPERS:
+            raise ValueError(f"unknown paper '{v}'{suggest(v, names.PAPERS)}")
         return v
 
     @field_validator("analyses")
     @classmethod
     def _analyses(cls, v: list[str]) -> list[str]:
-        from engine.analyses import ANALYSES
-
         for a in v:
-            if a not in ANALYSES:
-                raise ValueError(f"unknown analysis '{a}'{suggest(a, sorted(ANALYSES))}")
+            if a not in names.ANALYSES:
+                raise ValueError(f"unknown analysis '{a}'{suggest(a, sorted(names.ANALYSES))}")
         return v
 
 
 def cross_check(recipe: Recipe) -> list[tuple[str, str]]:
-    """Checks beyond one table, as (key.path, what is wrong) pairs: each stage's method params (normalised
-    in place), unique stage names, init_from naming an earlier stage and an epoch it saves."""
-    from pydantic import ValidationError
-
-    from engine.methods import METHODS
-
+    """Checks beyond one table, as (key.path, what is wrong) pairs: each method's rules about its stage, unique
+    stage names, init_from naming an earlier stage and an epoch it saves."""
     problems: list[tuple[str, str]] = []
     seen: dict[str, StageConfig] = {}
     for i, st in enumerate(recipe.stage):
-        try:
-            st.params = METHODS[st.method].Params.model_validate(st.params).model_dump()
-        except ValidationError as e:
-            for err in e.errors():
-                path = ".".join(str(x) for x in (f"stage.{i}.params", *err["loc"]))
-                problems.append((path, err["msg"].removeprefix("Value error, ")))
-        else:
-            problems += [(f"stage.{i}.{key}", msg) for key, msg in METHODS[st.method].check(st)]
+        problems += [(f"stage.{i}.{key}", msg) for key, msg in st.params.check(st)]
         if st.name in seen:
             problems.append((f"stage.{i}.name", f"stage name '{st.name}' is used twice"))
         if st.init_from:

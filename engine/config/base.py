@@ -1,0 +1,22 @@
+"""What every schema table shares: strict validation and the 'did you mean' hint of a misspelt name."""
+
+from __future__ import annotations
+
+import difflib
+
+from pydantic import BaseModel, ConfigDict
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
+    """A '; did you mean X?' suffix for a misspelt name, or the list of choices."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    shown = ", ".join(list(choices)[:12])
+    return f"; choose from {shown}" + (", ..." if len(choices) > 12 else "")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors and no silent type coercion ("3" is not 3)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
