@@ -16,6 +16,7 @@ import tomli_w
 import torch
 import torch.nn.functional as F
 
+from engine import config
 from engine import data as D
 from engine.data import (
     NORMALIZE,
@@ -25,6 +26,7 @@ from engine.data import (
     Split,
     crop_flip,
     data_root,
+    default_normalize,
     load_dataset,
     make_synthetic,
 )
@@ -161,6 +163,23 @@ def test_unknown_dataset_message():
         load_dataset("mnist")
     assert str(err.value) == ("unknown dataset 'mnist'; choose from cifar10, cifar100, digits, synthetic, imagenet, "
                               "synthetic-imagenet")
+
+
+def test_registered_loaders_are_the_schema_names():
+    """One list of names: the data package loads exactly the datasets the recipe schema accepts."""
+    assert set(D.DATASET_LOADERS) == set(config.DATASETS)
+    assert D.DATASETS is config.DATASETS
+    with pytest.raises(ValueError, match="not in engine.config.DATASETS"):
+        D.register_dataset("mnist")
+    with pytest.raises(ValueError, match="registered twice"):
+        D.register_dataset("digits", normalize="digits")(lambda key, options: None)
+
+
+def test_default_normalisation_by_name():
+    got = {n: default_normalize(n) for n in (*config.DATASETS, "synthetic-5", "Cifar10", "mnist")}
+    assert got == {"cifar10": "cifar10", "cifar100": "cifar100", "digits": "digits", "synthetic": "none",
+                   "imagenet": "imagenet", "synthetic-imagenet": "none", "synthetic-5": "none", "Cifar10": "cifar10",
+                   "mnist": "none"}
 
 
 def test_val_split_holds_out_the_last_training_images():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.data import NORMALIZE, Augment, DataError, DeviceLoader, load_dataset, make_loader
-from engine.imagefolder import FolderLoader, make_synthetic_folders, random_resized_crop_box
+from engine.data.folders import FolderLoader, make_synthetic_folders, random_resized_crop_box
 
 
 @pytest.fixture(scope="module")

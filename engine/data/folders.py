@@ -10,7 +10,7 @@ Every random choice of a training image is drawn from a generator seeded by ``(s
 epoch is the same whatever the number of workers and can be replayed exactly on resume.
 
 ``synthetic-imagenet`` is a tiny generated JPEG tree (10 classes) that the smoke profile and the tests run
-through this same path.
+through this same path. Both names are registered here (:func:`engine.data.base.register_dataset`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from engine.data import BatchLoader
-from engine.errors import DataError
+from engine.data.base import BatchLoader, DataError, Dataset, LoadOptions, data_root, register_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -131,13 +130,29 @@ def load_folder_dataset(name: str, root: Path, *, image_size: int = 224, resize:
     return train, val, len(classes)
 
 
+@register_dataset("synthetic-imagenet")
+@register_dataset("imagenet", normalize="imagenet")
+def _folder_dataset(key: str, options: LoadOptions) -> Dataset:
+    """An image-folder data set: ``imagenet`` under :func:`data_root` (its ``imagenet/`` sub-folder when no root
+    is given), ``synthetic-imagenet`` generated there; its val/ folder is the evaluation split."""
+    if options.val_split:
+        raise DataError(f"val_split is not supported for {key} (its val/ folder is the evaluation split)")
+    root = options.root
+    base = data_root(root)
+    if key == "imagenet" and (root is None or str(root) == ""):
+        base = base / "imagenet"
+    train, test, num_classes = load_folder_dataset(key, base, image_size=options.image_size, resize=options.resize,
+                                                   workers=options.workers)
+    return Dataset(key, train, test, num_classes)  # type: ignore[arg-type]
+
+
 def make_synthetic_folders(dest: Path, seed: int = 0) -> Path:
     """Write a tiny ImageFolder tree of JPEGs at ``dest`` unless it is there: 10 classes, 16 training and 4
     validation images each, sizes 56..96 px (non-square, so crops and resizes do real work). Each class has
     its own colour gradient, so a net can learn it. Written to a temporary sibling and renamed (atomic)."""
     if (dest / "val").is_dir() and (dest / "train").is_dir():
         return dest
-    from PIL import Image
+    from PIL import Image  # deferred: Pillow is needed only to write the synthetic tree
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
@@ -219,7 +234,7 @@ class _Images(torch.utils.data.Dataset):
 
     def _read(self, path: str) -> torch.Tensor:
         """uint8 [3, H, W] decoded by Pillow (torchvision.io's decoders are deprecated from 0.29)."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # deferred: Pillow is needed only to decode image folders
 
         try:
             with Image.open(path) as im:
@@ -229,7 +244,7 @@ class _Images(torch.utils.data.Dataset):
             raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())[:200]}") from exc
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        import torchvision.transforms.v2.functional as TF
+        import torchvision.transforms.v2.functional as TF  # deferred: torchvision is slow to import, folders only
 
         epoch, index = key if isinstance(key, tuple) else (0, key)
         img = self._read(os.fsdecode(self.paths[index]))
