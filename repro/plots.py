@@ -1,4 +1,7 @@
-"""Figures of the analyses (matplotlib, headless): PLOTS maps an analysis mode to its drawing function."""
+"""Figures of the analyses (matplotlib, headless), one function `(group, title) -> Figure` per analysis.h5 group,
+each registered in PLOTS under its analysis name by `@register_plot` beside its definition (timm's
+`@register_model`). matplotlib is imported here at module level: this module is the heavy part, and the CLI and
+the TUI import it only when they draw."""
 
 from __future__ import annotations
 
@@ -14,7 +17,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from engine.store import read_group  # noqa: E402
 
+Plot = Callable[[dict[str, Any], str], plt.Figure]
+PLOTS: dict[str, Plot] = {}
+"""Analysis name -> the function drawing its group; filled by @register_plot."""
 
+_COLORS = ("#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518", "#72b7b2", "#9d755d", "#eeca3b")
+
+
+def register_plot(name: str) -> Callable[[Plot], Plot]:
+    """Register the decorated function as the figure of analysis `name`."""
+
+    def add(fn: Plot) -> Plot:
+        if name in PLOTS:
+            raise ValueError(f"two figures registered for analysis '{name}'")
+        PLOTS[name] = fn
+        return fn
+
+    return add
+
+
+def _pct(r: float) -> str:
+    return f"{float(r) * 100:g}%"
+
+
+@register_plot("predict")
 def plot_predict(g: dict[str, Any], title: str) -> plt.Figure:
     """Each member's accuracy and NLL as bars, with the ensemble as a dashed line across them."""
     names = list(g["member_names"])
@@ -35,6 +61,7 @@ def plot_predict(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("sparsity")
 def plot_sparsity(g: dict[str, Any], title: str) -> plt.Figure:
     """Each masked layer's density over the epochs (thin lines) and the whole model's (thick)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
@@ -77,6 +104,7 @@ def _member_labels(g: dict[str, Any], key: str, k: int) -> list[str]:
     return [str(n) for n in names] if names is not None and len(names) == k else [str(i + 1) for i in range(k)]
 
 
+@register_plot("disagreement")
 def plot_disagreement(g: dict[str, Any], title: str) -> plt.Figure:
     """Pairwise top-1 disagreement between members as an annotated heatmap; the mean in the title."""
     m = np.asarray(g["matrix"])
@@ -88,6 +116,7 @@ def plot_disagreement(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("kd")
 def plot_kd(g: dict[str, Any], title: str) -> plt.Figure:
     """KL(p_row || p_column) between members as an annotated heatmap; the mean in the title."""
     m = np.asarray(g["kl"])
@@ -101,6 +130,7 @@ def plot_kd(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("calibration")
 def plot_calibration(g: dict[str, Any], title: str) -> plt.Figure:
     """The ensemble's reliability diagram (bin accuracy against confidence, the diagonal as perfect
     calibration) and each member's ECE beside the ensemble's."""
@@ -132,6 +162,7 @@ def plot_calibration(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("ood")
 def plot_ood(g: dict[str, Any], title: str) -> plt.Figure:
     """Histograms of the ensemble's max-softmax scores in and out of distribution; AUROC in the title."""
     s_in, s_out = np.asarray(g["scores_in"], dtype=float), np.asarray(g["scores_out"], dtype=float)
@@ -149,8 +180,17 @@ def plot_ood(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("mask_overlap")
 def plot_mask_overlap(g: dict[str, Any], title: str) -> plt.Figure:
-    """Normalised Hamming distance between the tickets' masks as an annotated heatmap."""
+    """/mask_overlap of either kind (attr `kind`): the tickets' weight masks as one annotated heat map, or
+    Early-Bird's channel masks after every pair of epochs as one heat map per pruning ratio."""
+    if g.get("_attrs", {}).get("kind") == "channel":
+        return _channel_overlap(g, title)
+    return _ticket_overlap(g, title)
+
+
+def _ticket_overlap(g: dict[str, Any], title: str) -> plt.Figure:
+    """Normalised Hamming distance between the tickets' masks as an annotated heat map, the mean in the title."""
     m = np.asarray(g["distance"])
     k = m.shape[0]
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * k + 3), max(4.0, 0.6 * k + 2.5)), constrained_layout=True)
@@ -162,6 +202,31 @@ def plot_mask_overlap(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+def _channel_overlap(g: dict[str, Any], title: str) -> plt.Figure:
+    """One heat-map per ratio of the distance between the masks after epochs i and j (0 = identical, drawn
+    yellow as in the paper), the EB epoch marked by dashed lines."""
+    mats = np.asarray(g.get("distance_by_ratio", np.asarray(g["distance"])[None]), dtype=float)
+    attrs = g.get("_attrs", {})
+    ratios = np.asarray(g.get("ratios", [attrs.get("ratio", float("nan"))]), dtype=float)
+    eb = np.asarray(g.get("eb_epoch", [-1] * len(ratios)))
+    n = len(mats)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n + 0.6, 4.2), constrained_layout=True, squeeze=False)
+    im = None
+    for ax, m, r, e in zip(axes[0], mats, ratios, eb):
+        im = ax.imshow(m, cmap="viridis_r", vmin=0.0, vmax=1.0, interpolation="none", origin="upper")
+        if e >= 0:
+            ax.axvline(e, color="red", ls="--", lw=0.8)
+            ax.axhline(e, color="red", ls="--", lw=0.8)
+        ax.set_title(f"p={_pct(r)}" + (f", EB at epoch {int(e)}" if e >= 0 else ""), fontsize=9)
+        ax.set_xlabel("epochs")
+        ax.set_ylabel("epochs")
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), fraction=0.046, pad=0.04, label="mask distance")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+@register_plot("tsne")
 def plot_tsne(g: dict[str, Any], title: str) -> plt.Figure:
     """Each trajectory's points in the t-SNE plane joined in epoch order, a star at its first point."""
     emb = np.asarray(g["embedding"], dtype=float)
@@ -183,6 +248,7 @@ def plot_tsne(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("curve")
 def plot_curve(g: dict[str, Any], title: str) -> plt.Figure:
     """Train loss and test error along the curve and along the straight segment between its endpoints, against
     t (as the README's PreResNet164 figure); the curve's length-weighted averages in the legend."""
@@ -217,6 +283,7 @@ def _log_levels(values: np.ndarray, vmax: float, log_alpha: float, n: int) -> tu
     return np.unique(levels), v
 
 
+@register_plot("plane")
 def plot_plane(g: dict[str, Any], title: str) -> plt.Figure:
     """Train loss and test error over the plane of the endpoints and the middle bend, on log-spaced contour
     levels (plane_plot.py), with the endpoints (circles), the middle bend (diamond), the curve and the segment."""
@@ -248,21 +315,69 @@ def plot_plane(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
-from repro import figures_earlybird  # noqa: E402 - after the figures it falls back on
+@register_plot("bn_eval")
+def plot_bn_eval(g: dict[str, Any], title: str) -> plt.Figure:
+    """Each scored network's train loss and test error after BN re-estimation as bars (eval_curve.py's endpoint
+    numbers), their mean as a dashed line."""
+    names = [str(n) for n in g.get("member_names", [])]
+    k = len(np.asarray(g["test_error"]).reshape(-1))
+    names = names if len(names) == k else [str(i + 1) for i in range(k)]
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.2 * k + 4), 3.6), constrained_layout=True)
+    for ax, (key, label, color) in zip(axes, (("train_loss", "train loss", "#4c78a8"),
+                                              ("test_error", "test error (%)", "#72b7b2"))):
+        v = np.asarray(g[key], dtype=float).reshape(-1)
+        ax.bar(range(k), v, color=color)
+        ax.axhline(float(v.mean()), color="#e45756", ls="--", label=f"mean {float(v.mean()):.4g}")
+        ax.set_xticks(range(k), names, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{title} (BN statistics re-estimated on the training data)", fontsize=10)
+    return fig
 
-PLOTS: dict[str, Callable[[dict[str, Any], str], plt.Figure]] = {
-    "earlybird": figures_earlybird.plot_earlybird,
-    "predict": plot_predict,
-    "sparsity": plot_sparsity,
-    "disagreement": plot_disagreement,
-    "kd": plot_kd,
-    "calibration": plot_calibration,
-    "ood": plot_ood,
-    "mask_overlap": figures_earlybird.plot_mask_overlap_any,
-    "tsne": plot_tsne,
-    "curve": plot_curve,
-    "plane": plot_plane,
-}
+
+@register_plot("earlybird")
+def plot_earlybird(g: dict[str, Any], title: str) -> plt.Figure:
+    """Left: the detector's statistic (largest distance from the newest mask to the older ones in the window) per
+    ratio against epochs, the threshold dashed, a star where each ticket was drawn. Right: parameters and FLOPs of
+    the network pruned from each ticket, relative to the unpruned one."""
+    ratios = np.asarray(g["ratios"], dtype=float)
+    epochs = np.asarray(g["epoch"])
+    win = np.asarray(g["window_distance"], dtype=float)
+    cons = np.asarray(g["consecutive_distance"], dtype=float)
+    eb = np.asarray(g["eb_epoch"])
+    attrs = g.get("_attrs", {})
+    thr = float(attrs.get("threshold", 0.1))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True,
+                                   gridspec_kw={"width_ratios": [3, 2]})
+    for i, r in enumerate(ratios):
+        c = _COLORS[i % len(_COLORS)]
+        label = f"p={_pct(r)}" + (f", EB at epoch {int(eb[i])}" if eb[i] >= 0 else ", no ticket")
+        ax1.plot(epochs, win[i], "-", color=c, lw=1.6, label=label)
+        ax1.plot(epochs, cons[i], ":", color=c, lw=1.0, alpha=0.7)
+        if eb[i] >= 0:
+            ax1.plot([eb[i]], [win[i][int(eb[i])]], "*", color=c, ms=14, mec="black", mew=0.6)
+    ax1.axhline(thr, color="black", ls="--", lw=1, label=f"threshold {thr:g}")
+    ax1.set_xlabel("epochs trained")
+    ax1.set_ylabel("mask distance")
+    ax1.set_ylim(bottom=0)
+    ax1.set_title(f"EB detector (solid: max over a window of {attrs.get('window', '?')}; dotted: consecutive)",
+                  fontsize=9)
+    ax1.legend(loc="upper right", fontsize=8)
+    pd, fd = float(g["params_dense"]), float(g["flops_dense"])
+    pp, fp = np.asarray(g["params_pruned"], dtype=float), np.asarray(g["flops_pruned"], dtype=float)
+    x = np.arange(len(ratios))
+    has = pp > 0
+    ax2.bar(x[has] - 0.18, pp[has] / pd, width=0.36, color="#4c78a8", label="parameters")
+    ax2.bar(x[has] + 0.18, fp[has] / fd, width=0.36, color="#f58518", label="FLOPs")
+    ax2.axhline(1.0, color="black", lw=0.8)
+    ax2.set_xticks(x, [_pct(r) for r in ratios])
+    ax2.set_xlabel("channels pruned (p)")
+    ax2.set_ylabel("pruned / unpruned")
+    ax2.set_ylim(0, 1.1)
+    ax2.set_title(f"pruned EB tickets (unpruned: {pd / 1e6:.3g}M params, {fd / 1e6:.4g} MFLOPs)", fontsize=9)
+    ax2.legend(loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def plot(run_dir: Path, mode: str, out: Path) -> Path:

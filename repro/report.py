@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         names = list(g["member_names"])
         if "superposed" in names:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
+    # deferred: engine.analyses imports torch, which the CLI's torch-free commands importing this module must not load
     from engine.analyses.curve import report_metrics as curve_report_metrics
 
     out.update(curve_report_metrics(h5))
@@ -58,8 +60,6 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
 
 def wall_time(status: dict[str, Any]) -> float | None:
     """Seconds from started to finished (or to the last update), from status.json's timestamps."""
-    import datetime as dt
-
     try:
         start = dt.datetime.fromisoformat(status["started"])
         end = dt.datetime.fromisoformat(status.get("finished") or status["updated"])

@@ -1,4 +1,9 @@
-"""Run directories: where they go, the lock that keeps two runs out of one, and reading them back."""
+"""Run directories: where they go, the lock that keeps two runs out of one, and reading them back.
+
+This module is the one reader of a run directory's files for the CLI, the report and the TUI: status.json
+(`read_status`, `parse_status`), metrics.jsonl (`parse_metrics`, `best_acc`), the lock (`read_lock`,
+`is_locked`) and the listing of a root (`run_dirs`, `list_runs`). repro.tui.rundata caches around these
+functions. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import socket
 import stat
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+KILLED_NOTE = "status says running but no process holds the run (it was stopped or died)"
 LOCK_WAIT_S = 0.5
 """How long acquiring a run's lock retries before refusing: a listing's probe holds it for microseconds, a run
 for its whole life."""
@@ -162,6 +170,7 @@ def is_locked(run_dir: Path) -> bool:
     Listings call this for every run, often, so it must never make a starting run fail to take its lock: a lock
     whose recorded process (on this host) is gone is free without touching it; only a live pid, or one recorded
     on another host, is confirmed with a shared-lock probe (and acquiring retries for LOCK_WAIT_S anyway).
+    Never raises.
     """
     path = Path(run_dir) / ".lock"
     pid, host = read_lock(path)
@@ -179,6 +188,8 @@ def is_locked(run_dir: Path) -> bool:
         return False
     except BlockingIOError:
         return True
+    except OSError:
+        return False  # the system refuses the probe (e.g. no locks on this file system): nobody can hold it
     finally:
         os.close(fd)
 
@@ -193,6 +204,121 @@ def recipe_is_smoke(run_dir: Path) -> bool:
     return isinstance(run, dict) and run.get("smoke") is True
 
 
+# ---- status.json ------------------------------------------------------------------------------------
+def parse_time(text: Any) -> float | None:
+    """status.json's local ISO time ('2026-01-02T03:04:05') as epoch seconds; None when absent or malformed."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text[:19]).timestamp()  # naive: local time, as written
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def number(v: Any) -> float | None:
+    """A JSON number as a float; None for anything else (a bool, a string, null)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+@dataclass
+class Status:
+    """A run's status.json as read: its object (empty when unusable), the run's state as recorded, and the error
+    to show (the run's own, or why the file cannot be used)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    state: str = "unknown"
+    error: str = ""
+
+    @property
+    def stage(self) -> str:
+        v = self.data.get("stage")
+        return v if isinstance(v, str) else ("" if v is None else str(v))
+
+    @property
+    def progress(self) -> float:
+        """The recorded fraction done, clamped to [0, 1]; 0 when absent or not a number."""
+        x = number(self.data.get("progress"))
+        return 0.0 if x is None or x != x else min(max(x, 0.0), 1.0)
+
+    @property
+    def started(self) -> float | None:
+        return parse_time(self.data.get("started"))
+
+    @property
+    def ended(self) -> float | None:
+        """When it finished, else when status.json was last written."""
+        return parse_time(self.data.get("finished")) or parse_time(self.data.get("updated"))
+
+
+def parse_status(raw: bytes | str) -> Status:
+    """status.json's content as a Status; a file that is not a JSON object, or has no state, says why."""
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        return Status(state="unreadable", error=f"status.json is not valid JSON ({e})")
+    if not isinstance(data, dict):
+        return Status(state="unreadable", error=f"status.json holds a {type(data).__name__}, not an object "
+                                                "(an older version?)")
+    state = data.get("state")
+    if not isinstance(state, str) or not state:
+        return Status(data, "unknown", "status.json has no state (an older version?)")
+    err = data.get("error")
+    return Status(data, state, err if isinstance(err, str) else ("" if err is None else str(err)))
+
+
+def read_status(run_dir: Path) -> Status:
+    """A run directory's status.json as a Status; never raises (a missing or unreadable file says why)."""
+    try:
+        with open(Path(run_dir) / "status.json", "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return Status(state="unknown", error="no status.json (half written, or never started)")
+    except OSError as e:
+        return Status(state="unreadable", error=f"status.json: {e.strerror or e}")
+    return parse_status(raw)
+
+
+def live_state(status: Status, locked: bool) -> tuple[str, str]:
+    """(state, error) as shown: a run recorded as running whose lock nobody holds (`locked` False) was killed."""
+    if status.state == "running" and not locked:
+        return "killed", status.error or KILLED_NOTE
+    return status.state, status.error
+
+
+# ---- metrics.jsonl ----------------------------------------------------------------------------------
+def parse_metrics(data: bytes) -> list[dict[str, Any]]:
+    """The records of complete metrics.jsonl lines; a torn or malformed line, or one that is JSON but not an
+    object, is skipped (as engine.runlog.read_metrics)."""
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def eval_acc(record: dict[str, Any]) -> float | None:
+    """The best held-out accuracy in one metrics record: any numeric *_acc but train_acc."""
+    accs = [x for k, v in record.items() if k.endswith("_acc") and not k.startswith("train")
+            and (x := number(v)) is not None]
+    return max(accs) if accs else None
+
+
+def best_acc(records: Iterable[dict[str, Any]], best: float | None = None) -> float | None:
+    """The best held-out accuracy over the records (and `best`, the best of earlier ones)."""
+    for rec in records:
+        acc = eval_acc(rec)
+        if acc is not None and (best is None or acc > best):
+            best = acc
+    return best
+
+
+# ---- runs -------------------------------------------------------------------------------------------
 @dataclass
 class RunInfo:
     """What `repro runs` and `repro report` show about one run directory."""
@@ -220,40 +346,35 @@ class RunInfo:
 def read_run(path: Path) -> RunInfo:
     """A run directory's state; never raises for a damaged directory (the state says why)."""
     path = Path(path)
-    status: dict[str, Any] = {}
-    error = ""
-    try:
-        status = json.loads((path / "status.json").read_text())
-        if not isinstance(status, dict):
-            raise ValueError("not a JSON object")
-        state = str(status.get("state", "unknown"))
-    except FileNotFoundError:
-        state, error = "unknown", "no status.json"
-    except (OSError, ValueError) as e:
-        status, state, error = {}, "unreadable", f"status.json: {e}"
-    try:
-        progress = float(status.get("progress") or 0.0)
-    except (TypeError, ValueError):
-        progress = 0.0
-    if state == "running" and not is_locked(path):
-        state = "killed"
-    accs = [v for r in read_metrics(path) for k, v in r.items() if k.endswith("_acc") and not k.startswith("train")
-            and isinstance(v, (int, float))]
-    return RunInfo(path=path, recipe=path.parent.name, run_id=path.name, state=state,
-                   stage=str(status.get("stage") or ""), progress=progress,
-                   best=max(accs) if accs else None, error=error or str(status.get("error") or ""), status=status)
+    status = read_status(path)
+    state, error = live_state(status, status.state == "running" and is_locked(path))
+    return RunInfo(path=path, recipe=path.parent.name, run_id=path.name, state=state, stage=status.stage,
+                   progress=status.progress, best=best_acc(read_metrics(path)), error=error, status=status.data)
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether a directory holds a run (its status.json or its recipe.toml)."""
+    return (Path(path) / "status.json").exists() or (Path(path) / "recipe.toml").exists()
+
+
+def run_dirs(root: Path) -> list[tuple[str, str, str]]:
+    """(path, recipe, run id) of every directory <root>/<recipe>/<run>/ (hidden names skipped), by recipe and run;
+    a directory that cannot be listed contributes nothing. Whether each holds a run is for the caller to ask. The
+    paths stay strings: the TUI lists thousands of runs every second, and building Path objects would cost more
+    than the listing itself."""
+    def subdirs(path: Path | str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(path) as it:
+                return sorted((e for e in it if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
+        except OSError:
+            return []
+
+    return [(run.path, recipe.name, run.name) for recipe in subdirs(root) for run in subdirs(recipe.path)]
 
 
 def list_runs(root: Path) -> list[RunInfo]:
     """Every run directory under the root (<root>/<recipe>/<run-id>/ holding recipe.toml or status.json)."""
-    if not root.is_dir():
-        return []
-    runs = []
-    for recipe_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for run in sorted(p for p in recipe_dir.iterdir() if p.is_dir()):
-            if (run / "status.json").exists() or (run / "recipe.toml").exists():
-                runs.append(read_run(run))
-    return runs
+    return [read_run(Path(path)) for path, _, _ in run_dirs(root) if is_run_dir(Path(path))]
 
 
 def latest_done(root: Path, recipe: str, tag: str = "") -> Path | None:

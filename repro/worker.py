@@ -15,6 +15,7 @@ import torch.distributed as tdist
 from engine import dist
 from engine.runlog import NullProgress, RunLog
 from repro.launch import run_and_record, terminate_as_interrupt
+from repro.progress import RichProgress
 from repro.recipe import load_resolved
 
 
@@ -26,11 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = dist.init_from_env(args.device)
     recipe = load_resolved(args.run_dir / "recipe.toml")
-    progress = NullProgress()
-    if dist.is_main():
-        from repro.progress import RichProgress
-
-        progress = RichProgress()
+    progress = RichProgress() if dist.is_main() else NullProgress()
     log = RunLog(args.run_dir, progress, enabled=dist.is_main())
     try:
         with terminate_as_interrupt():

@@ -100,6 +100,34 @@ def write_analysis(run: Path) -> None:
                 meta=meta)
 
 
+def write_more_analyses(run: Path) -> None:
+    """The groups write_analysis leaves out, in the layouts engine.analyses writes them: /plane (a 5 x 5 grid),
+    /bn_eval (two networks) and an Early-Bird /mask_overlap (channel masks over 6 epochs at two ratios)."""
+    from engine.store import write_group
+
+    h5 = run / "analysis.h5"
+    meta = {"recipe": run.parent.name, "run_id": run.name}
+    series = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
+    ab = np.linspace(-0.2, 1.2, 5)
+    grid = np.stack(np.meshgrid(ab * 3.0, ab * 2.0, indexing="ij"), -1)
+    bowl = 0.05 + (grid[..., 0] - 1.5) ** 2 + grid[..., 1] ** 2
+    write_group(h5, "plane", {"alphas": ab, "betas": ab, "grid": grid,
+                              "bend_coordinates": np.array([[0.0, 0.0], [1.4, 2.0], [3.0, 0.0]]),
+                              "curve_coordinates": np.stack([np.linspace(0, 3, 7), np.sin(np.linspace(0, np.pi, 7))],
+                                                            1), "t": np.linspace(0, 1, 7),
+                              **{k: bowl * (10 if "error" in k else 1) for k in series}},
+                attrs={"middle_bend": 1, "grid_points": 5}, meta=meta)
+    write_group(h5, "bn_eval", {"member_names": ["endpoint1", "endpoint2"],
+                                **{k: np.array([0.5, 0.7]) * (10 if "error" in k else 1) for k in series}},
+                attrs={"weight_decay": 3e-4, "train_data": "the training split as stored"}, meta=meta)
+    k = 6
+    scale = np.abs(np.arange(k)[:, None] - np.arange(k)[None, :]) / k
+    write_group(h5, "mask_overlap", {"distance": scale, "labels": [str(e) for e in range(k)],
+                                     "ratios": np.array([0.3, 0.5]), "distance_by_ratio": np.stack([scale, scale / 2]),
+                                     "eb_epoch": np.array([3, -1])},
+                attrs={"kind": "channel", "ratio": 0.5, "positions": 64, "threshold": 0.1}, meta=meta)
+
+
 def write_fixture_runs(root: Path) -> dict[str, Path]:
     """A finished run with every analysis, a running one, a failed one, a corrupt status.json, a half-written
     directory (no status.json), and one from an older version (status.json that is not an object)."""

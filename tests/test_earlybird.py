@@ -407,9 +407,9 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     # the figures draw from the stored groups; mask_overlap dispatches on the recipe
     import matplotlib.pyplot as plt
 
-    from repro.figures_earlybird import plot_earlybird, plot_mask_overlap_any
+    from repro.plots import plot_earlybird, plot_mask_overlap
 
-    for fig in (plot_earlybird(g, "eb"), plot_mask_overlap_any(ov, "overlap")):
+    for fig in (plot_earlybird(g, "eb"), plot_mask_overlap(ov, "overlap")):
         assert len(fig.axes) >= 2
         plt.close(fig)
     ctx = AnalysisContext(recipe=res.recipe, run_dir=run, device=torch.device("cpu"))

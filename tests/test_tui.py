@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_tui import T0, metrics, write_fixture_runs, write_many, write_recipes, write_run
+from fixtures_tui import T0, metrics, write_fixture_runs, write_many, write_more_analyses, write_recipes, write_run
 from textual.widgets import DataTable, Input, Log, Static, TabbedContent
 from textual.worker import WorkerCancelled, WorkerFailed
 
@@ -26,6 +26,7 @@ from repro.tui.dialogs import ConfirmDialog, OverridesDialog, parse_overrides
 from repro.tui.recipes import RecipesScreen
 from repro.tui.rundata import JsonlReader, LogTail, RunScanner, fmt_duration, progress_bar
 from repro.tui.runs import RunsScreen
+from repro.tui.widgets import HeatMap
 
 
 def sync(fn):  # noqa: ANN001, ANN201
@@ -295,6 +296,16 @@ async def test_recipes_screen_search_overrides_device_and_launch(world: dict, sp
 
 
 @sync
+async def test_recipes_columns_are_filled_at_first_paint(world: dict) -> None:
+    app = make_app(world["root"])
+    async with app.run_test(size=SIZE):
+        table = app.screen.query_one("#recipes", DataTable)  # just mounted: no worker has run, no scan is in
+        rows = {k.value: [str(c) for c in table.get_row(k)] for k in table.rows}
+        assert rows["tiny"][2:] == rows["tiny_sweep"][2:] == ["demo", "train", "digits", "cifar_resnet_8"]
+        assert rows["broken"][2:] == ["?", "?", "?", "?"] and "widht" in app.screen.infos["broken"].error
+
+
+@sync
 async def test_recipes_screen_offers_faithful_and_lists_the_differences(world: dict, spawned: list,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.fidelity import differences_for
@@ -545,6 +556,26 @@ async def test_analysis_screen_tabs_export_and_damaged_files(world: dict) -> Non
         texts = [text(w) for w in app.screen.query(".message")]
         assert any("cannot show /predict: KeyError" in t for t in texts)
         assert any("cannot show /calibration: KeyError" in t for t in texts)
+
+
+@sync
+async def test_analysis_screen_shows_plane_bn_eval_and_channel_overlap(tmp_path: Path) -> None:
+    run = tmp_path / "root" / "curve" / "20260101-000000"
+    run.mkdir(parents=True)
+    write_more_analyses(run)
+    app = make_app(tmp_path / "root")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(AnalysisScreen(run, "curve/20260101-000000"))
+        await settle(pilot)
+        screen = app.screen
+        assert screen.tabs == ["mask_overlap", "plane", "bn_eval"]
+        assert not [w for w in screen.query(".message") if "cannot show" in text(w)]
+        notes = " ".join(text(w) for w in screen.query(".note"))
+        assert "pruning ratio 0.30: EB ticket at epoch 3" in notes and "pruning ratio 0.50: no EB ticket" in notes
+        assert "train loss: min 0.14 at alpha 0.50, beta 0.15" in notes
+        assert len(screen.query(HeatMap)) == 4  # two ratios, then train loss and test error over the plane
+        table = screen.query_one("#tab-bn_eval DataTable", DataTable)
+        assert [str(c) for c in table.get_row_at(2)] == ["mean", "0.6000", "6.0000", "0.6000", "6.0000"]
 
 
 # ---- snapshots ----------------------------------------------------------------------------------------

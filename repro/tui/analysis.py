@@ -1,9 +1,13 @@
 """The analysis screen of one run: a tab per analysis.h5 group (member vs ensemble table, disagreement and KL
-heat maps, reliability diagram with ECE, t-SNE scatter, mask overlap, curve along t, Early-Bird epochs, ...)
-and a key that exports the shown analysis as the matplotlib figure `repro plot` draws."""
+heat maps, reliability diagram with ECE, t-SNE scatter, mask overlap, curve along t, loss plane, Early-Bird
+epochs, ...) and a key that exports the shown analysis as the matplotlib figure `repro plot` draws.
+
+Each view `(group, all groups) -> widgets` is registered in VIEWS under its analysis name by `@register_view`
+beside its definition; the registration order is the order of the tabs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +21,14 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
+from engine.store import groups, read_group
 from repro.tui.widgets import Chart, HeatMap, message
 
-ORDER = ("predict", "disagreement", "kd", "calibration", "tsne", "mask_overlap", "curve", "earlybird", "sparsity",
-         "ood")
-TITLES = {"predict": "predict", "disagreement": "disagreement", "kd": "KL (kd)", "calibration": "calibration",
-          "tsne": "t-SNE", "mask_overlap": "mask overlap", "curve": "curve", "earlybird": "Early-Bird",
-          "sparsity": "sparsity", "ood": "OOD"}
+View = Callable[[dict[str, Any], dict[str, Any]], list[Widget]]
+VIEWS: dict[str, View] = {}
+"""Analysis name -> the function building its tab; filled by @register_view, in tab order."""
+TITLES: dict[str, str] = {}
+"""Analysis name -> its tab's title."""
 PALETTE = ["blue", "red", "green", "orange", "magenta", "cyan", "yellow", "white", "gray", "violet"]
 
 
@@ -41,7 +46,21 @@ def _f(v: Any, fmt: str = ".2f") -> str:
         return "-"
 
 
-# ---- one builder per group: dict of arrays -> widgets -------------------------------------------------
+def register_view(name: str, title: str | None = None) -> Callable[[View], View]:
+    """Register the decorated function as the tab of analysis `name` (titled `title`, else the name)."""
+
+    def add(fn: View) -> View:
+        if name in VIEWS:
+            raise ValueError(f"two views registered for analysis '{name}'")
+        VIEWS[name] = fn
+        TITLES[name] = title or name
+        return fn
+
+    return add
+
+
+# ---- one builder per group: dict of arrays -> widgets, in tab order ----------------------------------------
+@register_view("predict")
 def view_predict(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     acc = np.asarray(g["member_acc"], dtype=float).reshape(-1)
     nll = np.asarray(g["member_nll"], dtype=float).reshape(-1)
@@ -72,22 +91,32 @@ def view_predict(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     return [Static(summary, classes="note"), table, Chart(draw, classes="chart-wide")]
 
 
-def view_matrix(key: str, what: str, fmt: str = ".3f") -> Any:
-    def build(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
-        m = np.asarray(g[key], dtype=float)
-        labels = _names(g, "member_names" if key != "distance" else "labels", m.shape[0])
-        mean = g.get("mean")
-        if mean is None and m.ndim == 2 and m.shape[0] > 1:
-            mean = float(m[~np.eye(m.shape[0], dtype=bool)].mean())
-        note = f"{what}; mean {_f(mean, '.4f')}"
-        kind = g.get("_attrs", {}).get("kind")
-        if kind:
-            note += f" ({kind} masks)"
-        return [Static(note, classes="note"), HeatMap(m, labels, fmt, classes="heatmap")]
-
-    return build
+def matrix_view(g: dict[str, Any], key: str, labels_key: str, what: str, fmt: str = ".3f") -> list[Widget]:
+    """A pairwise matrix as a heat map, with its mean off the diagonal in a note."""
+    m = np.asarray(g[key], dtype=float)
+    labels = _names(g, labels_key, m.shape[0])
+    mean = g.get("mean")
+    if mean is None and m.ndim == 2 and m.shape[0] > 1:
+        mean = float(m[~np.eye(m.shape[0], dtype=bool)].mean())
+    note = f"{what}; mean {_f(mean, '.4f')}"
+    kind = g.get("_attrs", {}).get("kind")
+    if kind:
+        note += f" ({kind} masks)"
+    return [Static(note, classes="note"), HeatMap(m, labels, fmt, classes="heatmap")]
 
 
+@register_view("disagreement")
+def view_disagreement(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    return matrix_view(g, "matrix", "member_names", "fraction of test points on which two members' predictions "
+                                                    "differ")
+
+
+@register_view("kd", "KL (kd)")
+def view_kd(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    return matrix_view(g, "kl", "member_names", "KL(p_row || p_column) between members, nats")
+
+
+@register_view("calibration")
 def view_calibration(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     edges = np.asarray(g["bin_edges"], dtype=float)
     acc = np.asarray(g["bin_accuracy"], dtype=float)
@@ -116,6 +145,7 @@ def view_calibration(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widg
     return [Static(t, classes="note"), Chart(draw, classes="chart-big")]
 
 
+@register_view("tsne", "t-SNE")
 def view_tsne(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     emb = np.asarray(g["embedding"], dtype=float)
     ids = np.asarray(g["member"]).astype(int).reshape(-1)
@@ -135,6 +165,31 @@ def view_tsne(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
             Chart(draw, classes="chart-big")]
 
 
+MAX_EPOCH_CELLS = 40  # an Early-Bird channel-overlap heat map shows at most this many epochs (evenly spaced)
+
+
+@register_view("mask_overlap", "mask overlap")
+def view_mask_overlap(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """The tickets' weight-mask distances as one heat map, or (attr kind "channel") Early-Bird's channel-mask
+    distances between epochs, one heat map per pruning ratio with its EB epoch."""
+    if g.get("_attrs", {}).get("kind") != "channel":
+        return matrix_view(g, "distance", "labels", "fraction of mask positions that differ")
+    mats = np.asarray(g.get("distance_by_ratio", np.asarray(g["distance"], dtype=float)[None]), dtype=float)
+    ratios = np.asarray(g.get("ratios", [g["_attrs"].get("ratio", float("nan"))]), dtype=float).reshape(-1)
+    eb = np.asarray(g.get("eb_epoch", [-1] * len(ratios))).reshape(-1)
+    k = mats.shape[-1]
+    idx = np.unique(np.linspace(0, k - 1, min(k, MAX_EPOCH_CELLS)).round().astype(int))
+    out: list[Widget] = [Static(f"channel masks: fraction of channels that differ between the masks after epochs i "
+                                f"and j ({k} epochs" + (f", {len(idx)} shown" if len(idx) < k else "") + ")",
+                                classes="note")]
+    for m, r, e in zip(mats, ratios, eb):
+        found = f"EB ticket at epoch {int(e)}" if e >= 0 else "no EB ticket"
+        out += [Static(f"pruning ratio {float(r):.2f}: {found}", classes="note"),
+                HeatMap(m[np.ix_(idx, idx)], [str(i) for i in idx], ".2f", classes="heatmap")]
+    return out
+
+
+@register_view("curve")
 def view_curve(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     t = np.asarray(g["t"], dtype=float).reshape(-1)
 
@@ -159,6 +214,51 @@ def view_curve(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
             Chart(lines(("train_error", "test_error"), "error (%) along t"), classes="chart-half")]
 
 
+@register_view("plane")
+def view_plane(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """Train loss and test error over the plane through the curve's endpoints and middle bend, as heat maps:
+    columns along the endpoints' segment (alpha), rows towards the middle bend (beta, increasing upwards)."""
+    alphas = np.asarray(g["alphas"], dtype=float).reshape(-1)
+    betas = np.asarray(g["betas"], dtype=float).reshape(-1)
+
+    def marks(values: np.ndarray) -> list[str]:
+        """'0' and '1' at the grid points nearest 0 and 1 (the endpoints, the middle bend's level), blank else."""
+        out = [""] * len(values)
+        for v in (0.0, 1.0):
+            out[int(np.abs(values - v).argmin())] = f"{v:g}"
+        return out
+
+    out: list[Widget] = [Static(f"{len(alphas)} x {len(betas)} points; columns: alpha along the endpoints' segment "
+                                "(0 and 1: the endpoints), rows: beta towards the middle bend (1: its level)",
+                                classes="note")]
+    for key, label, vmax in (("train_loss", "train loss", 5.0), ("test_error", "test error (%)", 40.0)):
+        v = np.asarray(g[key], dtype=float)  # [alpha, beta]
+        i, j = np.unravel_index(int(np.nanargmin(v)), v.shape)
+        out += [Static(f"{label}: min {v[i, j]:.4g} at alpha {alphas[i]:.2f}, beta {betas[j]:.2f}; colours "
+                       f"saturate at {vmax:g} (as the figure's contours)", classes="note"),
+                HeatMap(v.T[::-1], [f"{b:.2f}" for b in betas[::-1]], ".2f", col_labels=marks(alphas), vmax=vmax,
+                        classes="heatmap")]
+    return out
+
+
+@register_view("bn_eval", "BN eval")
+def view_bn_eval(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """Each network of the last stage scored after BN re-estimation, as eval_curve.py scores endpoints."""
+    keys = ("train_loss", "train_error", "test_nll", "test_error")
+    cols = {k: np.asarray(g[k], dtype=float).reshape(-1) for k in keys}
+    names = _names(g, "member_names", len(cols["test_error"]), "member ")
+    table = DataTable(cursor_type="row", classes="small-table")
+    table.add_columns("network", "train loss", "train error (%)", "test NLL", "test error (%)")
+    for n, row in enumerate(names):
+        table.add_row(row, *(f"{cols[k][n]:.4f}" for k in keys))
+    if len(names) > 1:
+        table.add_row(Text("mean", style="bold"), *(Text(f"{cols[k].mean():.4f}", style="bold") for k in keys))
+    attrs = g.get("_attrs", {})
+    return [Static(f"BN statistics re-estimated on {attrs.get('train_data', 'the training data')}; weight decay "
+                   f"{attrs.get('weight_decay', '?')} in the loss", classes="note"), table]
+
+
+@register_view("earlybird", "Early-Bird")
 def view_earlybird(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     arrays = {k: np.asarray(v) for k, v in g.items() if k != "_attrs" and not isinstance(v, list)}
     ratio_key = next((k for k in arrays if "ratio" in k), None)
@@ -188,6 +288,7 @@ def view_earlybird(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget
     return out
 
 
+@register_view("sparsity")
 def view_sparsity(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     epochs = np.asarray(g["epoch"], dtype=float).reshape(-1)
     overall = np.asarray(g["overall_density"], dtype=float).reshape(-1)
@@ -207,6 +308,7 @@ def view_sparsity(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]
     return [Static(note, classes="note"), Chart(draw, classes="chart-big")]
 
 
+@register_view("ood", "OOD")
 def view_ood(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     s_in = np.asarray(g["scores_in"], dtype=float).reshape(-1)
     s_out = np.asarray(g["scores_out"], dtype=float).reshape(-1)
@@ -237,20 +339,6 @@ def view_generic(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     return [Static(t, classes="note")]
 
 
-VIEWS = {
-    "predict": view_predict,
-    "disagreement": view_matrix("matrix", "fraction of test points on which two members' predictions differ"),
-    "kd": view_matrix("kl", "KL(p_row || p_column) between members, nats"),
-    "calibration": view_calibration,
-    "tsne": view_tsne,
-    "mask_overlap": view_matrix("distance", "fraction of mask positions that differ"),
-    "curve": view_curve,
-    "earlybird": view_earlybird,
-    "sparsity": view_sparsity,
-    "ood": view_ood,
-}
-
-
 def build_view(name: str, g: Any, all_groups: dict[str, Any]) -> list[Widget]:
     """A group's widgets, or one line saying why it cannot be shown (an older or damaged file)."""
     if isinstance(g, str):
@@ -266,8 +354,6 @@ def build_view(name: str, g: Any, all_groups: dict[str, Any]) -> list[Widget]:
 
 def read_groups(h5: Path) -> dict[str, Any]:
     """Every group of a run's analysis.h5 (a group that fails to read maps to the reason)."""
-    from engine.store import groups, read_group
-
     out: dict[str, Any] = {}
     for name in groups(h5):
         try:
@@ -328,7 +414,7 @@ class AnalysisScreen(Screen):
             self.groups, self.tabs = {}, []
             return
         self.groups = data
-        names = [n for n in ORDER if n in data] + sorted(n for n in data if n not in ORDER)
+        names = [n for n in VIEWS if n in data] + sorted(n for n in data if n not in VIEWS)
         self.tabs = names
         if not names:
             await body.mount(message("analysis.h5 holds no groups yet", "yellow"))
@@ -367,7 +453,7 @@ class AnalysisScreen(Screen):
 
     @work(thread=True, group="export", exit_on_error=False)
     def export(self, mode: str) -> None:
-        from repro.tui.figures import export
+        from repro.tui.figures import export  # deferred: it imports matplotlib, needed only once something is exported
 
         try:
             path = export(self.run_dir, mode, self.groups[mode])

@@ -11,6 +11,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from repro.recipe import RecipeError, load
+
 
 class ConfirmDialog(ModalScreen[bool]):
     """A question answered with enter/y (yes) or escape/n (no)."""
@@ -81,8 +83,6 @@ class OverridesDialog(ModalScreen["tuple[str, ...] | None"]):
 
     @work(thread=True, exclusive=True, group="check-overrides")
     def check(self, sets: tuple[str, ...]) -> None:
-        from repro.recipe import RecipeError, load
-
         try:
             load(self.recipe, sets, False)
             problem = ""

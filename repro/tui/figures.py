@@ -1,5 +1,6 @@
-"""Export the analysis on screen as a matplotlib figure: `repro.plots.PLOTS` where it has the mode (so the
-file matches `repro plot`), a plain figure here for the modes it does not draw yet (curve, earlybird, ...)."""
+"""Export the analysis on screen as a matplotlib figure: `repro.plots.PLOTS` (so the file matches `repro plot`),
+or a plain figure of its arrays when the group has another layout than PLOTS draws (an older run's).
+Imports matplotlib (through repro.plots): the analysis screen loads this module only when it exports."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from repro.plots import PLOTS, plt
+
 
 def _fallback(g: dict[str, Any], title: str, mode: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """A plain figure of a group's numeric arrays (a curve's series against t) for layouts PLOTS cannot draw."""
     if mode == "curve" and "t" in g:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
         t = np.asarray(g["t"], dtype=float)
@@ -47,8 +46,6 @@ def _fallback(g: dict[str, Any], title: str, mode: str) -> Any:
 
 def export(run_dir: Path, mode: str, group: dict[str, Any], out: Path | None = None) -> Path:
     """Draw `group` (the /mode of the run's analysis.h5) into <run>/figures/<mode>.png (or `out`)."""
-    from repro.plots import PLOTS, plt
-
     attrs = group.get("_attrs", {})
     title = f"{attrs.get('recipe', '')} / {attrs.get('run_id', '')}: {mode}"
     fig = None

@@ -1,5 +1,8 @@
 """The recipes screen: every recipe in a searchable table, its paper, command line and resolved TOML beside
-it, and keys to edit `--set` overrides, pick a device and launch it (smoke or full)."""
+it, and keys to edit `--set` overrides, pick a device and launch it (smoke or full).
+
+Every recipe is loaded when the screen mounts, so its columns are filled at first paint: repro.recipe.load
+validates a recipe's schema without importing torch."""
 
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from engine.fidelity import differences_for, toml_value
+from repro.recipe import RecipeError, load, recipe_names, to_toml
+from repro.tui import procs
 from repro.tui.dialogs import ConfirmDialog, OverridesDialog
-from repro.tui.procs import DEVICES
 from repro.tui.rundata import latest_by_recipe
 
 PAPERS = {
@@ -40,40 +45,36 @@ class RecipeInfo:
     """What the table shows about one recipe; `error` when it does not load."""
 
     name: str
-    paper: str = "..."
-    method: str = "..."
-    dataset: str = "..."
-    model: str = "..."
-    runs: int = 0
+    paper: str = "?"
+    method: str = "?"
+    dataset: str = "?"
+    model: str = "?"
+    runs: int = 1
     description: str = ""
     command: str = ""
     expect: str = ""
     differences: tuple[tuple[str, str], ...] = ()  # (id, "key = faithful value" or "not switchable")
     error: str = ""
-    loaded: bool = False
 
     def haystack(self) -> str:
         return " ".join((self.name, self.paper, self.method, self.dataset, self.model)).lower()
 
 
 def recipe_info(name: str) -> RecipeInfo:
-    from repro.recipe import RecipeError, load
-
+    """One recipe's row and side pane, loaded from its file; a recipe that does not load gives its reason."""
     try:
         resolved = load(name)
     except RecipeError as e:
-        return RecipeInfo(name, "?", "?", "?", "?", error="\n".join(e.lines), loaded=True)
+        return RecipeInfo(name, error="\n".join(e.lines))
     except Exception as e:  # noqa: BLE001 - a recipe that cannot load is a row with its reason
-        return RecipeInfo(name, "?", "?", "?", "?", error=f"{type(e).__name__}: {e}", loaded=True)
+        return RecipeInfo(name, error=f"{type(e).__name__}: {e}")
     r = resolved[0].recipe
     exp = r.expect
     expect = ", ".join(f"{k} = {v} (± {exp.tolerance_for(k)})" for k, v in (exp.metrics or {}).items())
-    from engine.fidelity import differences_for, toml_value
-
     diffs = tuple((d.id, "not switchable" if d.key is None else f"{d.key} = {toml_value(d.faithful)}")
                   for d in differences_for(r.name))
     return RecipeInfo(name, r.paper, "+".join(dict.fromkeys(s.method for s in r.stage)), r.data.dataset,
-                      r.model.arch, len(resolved), r.description, r.command, expect, diffs, loaded=True)
+                      r.model.arch, len(resolved), r.description, r.command, expect, diffs)
 
 
 class RecipesScreen(Screen):
@@ -98,13 +99,10 @@ class RecipesScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        from repro.recipe import recipe_names  # no torch: a directory listing
-
-        self.infos = {n: RecipeInfo(n) for n in recipe_names()}
+        self.infos: dict[str, RecipeInfo] = {}
         self.overrides: dict[str, tuple[str, ...]] = {}
         self.latest: dict[str, str] = {}
         self._shown: list[str] = []
-        self._loading = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,6 +116,7 @@ class RecipesScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.infos = {n: recipe_info(n) for n in recipe_names()}  # before the first paint: every column filled
         table = self.query_one("#recipes", DataTable)
         for c in COLUMNS:
             table.add_column(c, key=c)
@@ -157,29 +156,7 @@ class RecipesScreen(Screen):
         for c, v in zip(COLUMNS, self._cells(name)):
             table.update_cell(name, c, v, update_width=True)
 
-    @work(thread=True, group="recipe-infos", exit_on_error=False)
-    def load_infos(self) -> None:
-        """Load every recipe once (the first load imports the engine) and fill in the rows as they come."""
-        for name in list(self.infos):
-            info = recipe_info(name)
-            self.app.call_from_thread(self._info_loaded, info)
-
-    def _info_loaded(self, info: RecipeInfo) -> None:
-        self.infos[info.name] = info
-        terms = self.search_text.lower().split()
-        if terms and (info.name in self._shown) != all(t in info.haystack() for t in terms):
-            self._fill()
-        else:
-            self._refresh_row(info.name)
-        if info.name == self.current:
-            self._update_preview()
-
     def _runs_changed(self, rows: list) -> None:
-        if not self._loading and self.app.scans:
-            # Load the recipes once the first scan is in: their first load imports torch, which holds the GIL
-            # for seconds and would slow that scan down.
-            self._loading = True
-            self.load_infos()
         latest = {k: r.state for k, r in latest_by_recipe(rows).items()}
         changed = [n for n in self.infos if latest.get(n) != self.latest.get(n)]
         self.latest = latest
@@ -237,7 +214,7 @@ class RecipesScreen(Screen):
             about.update("no recipe matches the search")
             self.query_one("#recipe-toml", Static).update("")
             return
-        i = self.infos.get(name) or RecipeInfo(name)
+        i = self.infos[name]
         t = Text()
         t.append(f"{name}\n", style="bold")
         t.append("paper  ", style="dim")
@@ -264,8 +241,6 @@ class RecipesScreen(Screen):
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def resolve(self, name: str, sets: tuple[str, ...], smoke: bool, faithful: bool = False) -> None:
-        from repro.recipe import RecipeError, load, to_toml
-
         try:
             resolved = load(name, sets, smoke, faithful)
             head = (f"# resolved ({'smoke' if smoke else 'full'}{', faithful' if faithful else ''}"
@@ -305,7 +280,7 @@ class RecipesScreen(Screen):
             event.stop()
 
     def action_cycle_device(self) -> None:
-        self.device = DEVICES[(DEVICES.index(self.device) + 1) % len(DEVICES)]
+        self.device = procs.DEVICES[(procs.DEVICES.index(self.device) + 1) % len(procs.DEVICES)]
 
     def action_toggle_preview(self) -> None:
         self.smoke_preview = not self.smoke_preview
@@ -343,7 +318,7 @@ class RecipesScreen(Screen):
         sets, device, faithful = self.sets, self.device, self.faithful
         cmd = " ".join(["repro run", name, *(f"--set {s}" for s in sets), f"--device {device}",
                         *(["--smoke"] if smoke else []), *(["--faithful"] if faithful else [])])
-        runs = info.runs if info and info.loaded else 1
+        runs = info.runs if info else 1
         body = (f"{cmd}\n\n{'smoke profile: digits, a narrow model, two epochs a stage' if smoke else 'FULL SIZE'}"
                 f"{f'; a sweep of {runs} runs, one after another' if runs > 1 else ''}\n"
                 f"runs in the background and outlives this app; root {self.app.root}")
@@ -356,9 +331,6 @@ class RecipesScreen(Screen):
 
     @work(thread=True, group="launch", exit_on_error=False)
     def start(self, name: str, sets: tuple[str, ...], smoke: bool, device: str, faithful: bool = False) -> None:
-        from repro.recipe import RecipeError, load
-        from repro.tui import procs
-
         try:
             resolved = load(name, sets, smoke, faithful)
             la = procs.launch(self.app.root, name, sets, smoke, device, len(resolved), resolved[0].tag, faithful)

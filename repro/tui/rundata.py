@@ -1,28 +1,36 @@
-"""Reading run directories for the app, fast and without ever raising.
+"""Reading run directories for the app, fast and without ever raising: a cache around repro.rundir.
 
-`RunScanner.scan()` lists every run under the root the way `repro.rundir.list_runs` does, but keeps a cache
-per directory keyed by the (inode, mtime, size) of status.json and reads metrics.jsonl incrementally from the
-byte offset it reached last time, so a refresh of thousands of finished runs costs a few stat calls each.
+`RunScanner.scan()` lists every run under the root as `repro.rundir.list_runs` does (with rundir's listing,
+status.json parser, metrics parser and lock probe), but keeps a cache per directory keyed by the (inode, mtime,
+size) of status.json and reads metrics.jsonl incrementally from the byte offset it reached last time, so a refresh
+of thousands of finished runs costs a few stat calls each.
 `LogTail` follows a log by its byte offset: the first read takes the last lines from a bounded chunk at
 the end, later reads only the bytes appended since. No module here imports torch.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from repro.rundir import is_locked
+from repro.rundir import (
+    Status,
+    best_acc,
+    is_locked,
+    is_run_dir,
+    live_state,
+    number,
+    parse_metrics,
+    read_status,
+    run_dirs,
+)
 
 TAIL_CHUNK = 64 * 1024  # bytes read backwards from the end of a log on first open
 MAX_STEP = 1 << 20  # more new bytes than this between two reads: skip ahead to the last chunk
-STATES = ("running", "done", "failed", "killed", "unknown", "unreadable")
 
 
 # ---- small readers ------------------------------------------------------------------------------------
@@ -35,33 +43,6 @@ def _stat(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
-
-
-def parse_time(text: Any) -> float | None:
-    """status.json's local ISO time ('2026-01-02T03:04:05') as epoch seconds; None when absent or malformed."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text[:19]).timestamp()  # naive: local time, as written
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v)
-
-
-def eval_acc(record: dict[str, Any]) -> float | None:
-    """The best held-out accuracy in one metrics record (as read_run: any numeric *_acc but train_acc)."""
-    best = None
-    for k, v in record.items():
-        if k.endswith("_acc") and not k.startswith("train"):
-            x = _num(v)
-            if x is not None and (best is None or x > best):
-                best = x
-    return best
 
 
 class JsonlReader:
@@ -96,17 +77,7 @@ class JsonlReader:
         if end < 0:
             return []  # only a partial line so far
         self.offset += end + 1
-        out = []
-        for line in data[:end].split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return parse_metrics(data[:end])
 
 
 class LogTail:
@@ -252,21 +223,10 @@ def row_cells(r: RunRow, now: float) -> tuple[str, ...]:
 @dataclass
 class _Entry:
     status_key: tuple[int, int, int] | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    state: str = "unknown"
-    error: str = ""
-    started: float | None = None
-    ended: float | None = None
+    status: Status = field(default_factory=Status)
     metrics: JsonlReader | None = None
     best: float | None = None
     row: RunRow | None = None
-
-
-def _is_locked(path: Path) -> bool:
-    try:
-        return is_locked(path)
-    except OSError:
-        return False
 
 
 class RunScanner:
@@ -275,33 +235,17 @@ class RunScanner:
     Not thread-safe: one scan at a time (the app runs it in one worker).
     """
 
-    def __init__(self, root: Path, locked: Callable[[Path], bool] = _is_locked) -> None:
+    def __init__(self, root: Path, locked: Callable[[Path], bool] = is_locked) -> None:
         self.root = Path(root)
         self.locked = locked
         self._cache: dict[str, _Entry] = {}
         self.last_ms = 0.0
 
-    def run_dirs(self) -> list[tuple[str, str, str]]:
-        """(path, recipe, run_id) of every <root>/<recipe>/<run>/ holding status.json or recipe.toml."""
-        out = []
-        try:
-            recipe_dirs = [e for e in os.scandir(self.root) if not e.name.startswith(".") and e.is_dir()]
-        except OSError:
-            return []
-        for rd in recipe_dirs:
-            try:
-                runs = [e for e in os.scandir(rd.path) if not e.name.startswith(".") and e.is_dir()]
-            except OSError:
-                continue
-            for e in runs:
-                out.append((e.path, rd.name, e.name))
-        return out
-
     def scan(self) -> list[RunRow]:
         t0 = time.perf_counter()
         rows = []
         seen = set()
-        for path, recipe, run_id in self.run_dirs():
+        for path, recipe, run_id in run_dirs(self.root):
             try:
                 row = self._read(path, recipe, run_id)
             except Exception as e:  # noqa: BLE001 - a run the app cannot read is shown, never fatal
@@ -318,79 +262,33 @@ class RunScanner:
     def _read(self, path: str, recipe: str, run_id: str) -> RunRow | None:
         st = _stat(path + "/status.json")
         ent = self._cache.get(path)
-        if st is None and ent is None and not os.path.exists(path + "/recipe.toml"):
+        if st is None and ent is None and not is_run_dir(Path(path)):
             return None  # not (yet) a run directory
         if ent is None:
             ent = self._cache[path] = _Entry(metrics=JsonlReader(Path(path) / "metrics.jsonl"))
         key = _key(st)
-        changed = ent.row is None or key != ent.status_key
-        if changed:
+        if ent.row is None or key != ent.status_key:
             ent.status_key = key
-            self._read_status(ent, path, st)
-        elif ent.state != "running":
+            ent.status = read_status(Path(path))
+        elif ent.status.state != "running":
             # Unchanged and not running: nothing to read. (The engine rewrites status.json after every
             # metrics.jsonl append, so an unchanged status means unchanged metrics.)
             return ent.row
         recs = ent.metrics.read_new()  # type: ignore[union-attr]
         if ent.metrics.reset:  # type: ignore[union-attr]
             ent.best = None
-        for rec in recs:
-            acc = eval_acc(rec)
-            if acc is not None and (ent.best is None or acc > ent.best):
-                ent.best = acc
+        ent.best = best_acc(recs, ent.best)
         s = ent.status
-        state = ent.state
-        if state == "running" and not self.locked(Path(path)):
-            state = "killed"  # the process died without saying so (SIGKILL, SIGTERM, a crash)
-        error = ent.error or ("status says running but no process holds the run (it was stopped or died)"
-                              if state != ent.state else "")
-        ent.row = RunRow(Path(path), recipe, run_id, state, stage=_str(s.get("stage")), epoch=_int(s.get("epoch")),
-                         epochs=_int(s.get("epochs")), progress=_progress(s.get("progress")), best=ent.best,
-                         started=ent.started, ended=ent.ended, error=error, status=s)
+        state, error = live_state(s, s.state == "running" and self.locked(Path(path)))
+        d = s.data
+        ent.row = RunRow(Path(path), recipe, run_id, state, stage=s.stage, epoch=_int(d.get("epoch")),
+                         epochs=_int(d.get("epochs")), progress=s.progress, best=ent.best, started=s.started,
+                         ended=s.ended, error=error, status=d)
         return ent.row
-
-    @staticmethod
-    def _read_status(ent: _Entry, path: str, st: os.stat_result | None) -> None:
-        ent.status, ent.error, ent.started, ent.ended = {}, "", None, None
-        if st is None:
-            ent.state, ent.error = "unknown", "no status.json (half written, or never started)"
-            return
-        try:
-            with open(path + "/status.json", "rb") as f:
-                data = json.loads(f.read())
-        except ValueError as e:
-            ent.state, ent.error = "unreadable", f"status.json is not valid JSON ({e})"
-            return
-        except OSError as e:
-            ent.state, ent.error = "unreadable", f"status.json: {e.strerror or e}"
-            return
-        if not isinstance(data, dict):
-            ent.state, ent.error = "unreadable", f"status.json holds a {type(data).__name__}, not an object " \
-                                                 "(an older version?)"
-            return
-        ent.status = data
-        state = data.get("state")
-        if not isinstance(state, str) or not state:
-            ent.state, ent.error = "unknown", "status.json has no state (an older version?)"
-        else:
-            ent.state = state
-            err = data.get("error")
-            ent.error = err if isinstance(err, str) else ("" if err is None else str(err))
-        ent.started = parse_time(data.get("started"))
-        ent.ended = parse_time(data.get("finished")) or parse_time(data.get("updated"))
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ("" if v is None else str(v))
 
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _progress(v: Any) -> float:
-    x = _num(v)
-    return 0.0 if x is None or x != x else min(max(x, 0.0), 1.0)
 
 
 def latest_by_recipe(rows: list[RunRow]) -> dict[str, RunRow]:
@@ -422,7 +320,7 @@ def curves(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[list[floa
         x += 1
         for chart, keys in CURVES.items():
             for k in keys:
-                v = _num(rec.get(k))
+                v = number(rec.get(k))
                 if v is not None and v == v and abs(v) != float("inf"):
                     xs, ys = out[chart].setdefault(k, ([], []))
                     xs.append(float(x))

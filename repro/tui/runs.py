@@ -278,7 +278,7 @@ class RunsScreen(Screen):
         return r
 
     def action_analysis(self) -> None:
-        from repro.tui.analysis import AnalysisScreen
+        from repro.tui.analysis import AnalysisScreen  # deferred: a screen opened on demand (it imports h5py)
 
         r = self._row()
         if r is not None:

@@ -26,16 +26,22 @@ def colormap(x: float, stops: Sequence[tuple[int, int, int]] = VIRIDIS) -> tuple
     return tuple(int(round(a[k] + f * (b[k] - a[k]))) for k in range(3))  # type: ignore[return-value]
 
 
-def heatmap_text(matrix: Any, labels: Sequence[str], fmt: str = ".3f", max_label: int = 10) -> Text:
-    """A square matrix as rows of coloured cells with the values written in, labels on both axes, and a scale."""
+def heatmap_text(matrix: Any, labels: Sequence[str], fmt: str = ".3f", max_label: int = 10,
+                 col_labels: Sequence[str] | None = None, vmax: float | None = None) -> Text:
+    """A matrix as rows of coloured cells with the values written in, labels on both axes (`col_labels` for the
+    columns when they differ from the rows'), and a scale; colours saturate at `vmax` when given."""
     m = np.asarray(matrix, dtype=float)
     if m.ndim != 2 or m.size == 0:
         return Text(f"not a matrix (shape {m.shape})", style="red")
     k_rows, k_cols = m.shape
     labels = [str(s)[:max_label] for s in labels] if len(labels) == k_rows else [str(i + 1) for i in range(k_rows)]
+    cols = labels if col_labels is None else [str(s)[:max_label] for s in col_labels]
     finite = m[np.isfinite(m)]
     lo = 0.0 if finite.size == 0 else min(0.0, float(finite.min()))
     hi = max(float(finite.max()) if finite.size else 0.0, lo + 1e-12)
+    clipped = vmax is not None and lo < vmax < hi
+    if clipped:
+        hi = float(vmax)  # type: ignore[arg-type]
     show_values = k_cols <= 16
     label_w = min(max(len(s) for s in labels), max_label)
     cw = max(len(format(hi, fmt)), len(format(lo, fmt)), label_w) + 2 if show_values else 2
@@ -43,7 +49,7 @@ def heatmap_text(matrix: Any, labels: Sequence[str], fmt: str = ".3f", max_label
     t = Text()
     t.append(" " * lw)
     for j in range(k_cols):
-        t.append((labels[j] if j < len(labels) else str(j + 1))[: cw - 1].center(cw), style="bold")
+        t.append((cols[j] if j < len(cols) else str(j + 1))[: cw - 1].center(cw), style="bold")
     t.append("\n")
     for i in range(k_rows):
         t.append(labels[i].rjust(lw - 1) + " ", style="bold")
@@ -58,15 +64,16 @@ def heatmap_text(matrix: Any, labels: Sequence[str], fmt: str = ".3f", max_label
     for s in range(24):
         r, g, b = colormap(s / 23)
         t.append(" ", style=Style(bgcolor=f"rgb({r},{g},{b})"))
-    t.append(" " + format(hi, fmt))
+    t.append(" " + format(hi, fmt) + (" and above" if clipped else ""))
     return t
 
 
 class HeatMap(Static):
     """An annotated heat map of a matrix (see heatmap_text)."""
 
-    def __init__(self, matrix: Any, labels: Sequence[str], fmt: str = ".3f", **kw: Any) -> None:
-        super().__init__(heatmap_text(matrix, labels, fmt), **kw)
+    def __init__(self, matrix: Any, labels: Sequence[str], fmt: str = ".3f", col_labels: Sequence[str] | None = None,
+                 vmax: float | None = None, **kw: Any) -> None:
+        super().__init__(heatmap_text(matrix, labels, fmt, col_labels=col_labels, vmax=vmax), **kw)
 
 
 class Chart(PlotextPlot):

@@ -1,0 +1,32 @@
+"""The four registries keyed by analysis name agree: every analysis the engine runs has a figure (`repro plot`)
+and a view in the TUI's analysis screen, and nothing is drawn that the engine does not write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from fixtures_tui import write_more_analyses
+
+from engine.analyses import ANALYSES
+from engine.store import read_group
+from repro.plots import PLOTS, plot
+from repro.tui.analysis import TITLES, VIEWS
+
+
+def test_analyses_figures_and_views_are_one_set() -> None:
+    assert set(PLOTS) == set(ANALYSES)
+    assert set(VIEWS) == set(ANALYSES)
+    assert set(TITLES) == set(VIEWS)
+
+
+def test_plane_bn_eval_and_channel_overlap_draw(tmp_path: Path) -> None:
+    run = tmp_path / "r" / "x"
+    run.mkdir(parents=True)
+    write_more_analyses(run)
+    for mode in ("plane", "bn_eval", "mask_overlap"):
+        out = plot(run, mode, tmp_path / f"{mode}.png")
+        assert out.stat().st_size > 5000
+    fig = PLOTS["mask_overlap"](read_group(run / "analysis.h5", "mask_overlap"), "t")
+    assert len(fig.axes) == 3  # one heat map per ratio and the colour bar
+    plt.close(fig)
