@@ -11,9 +11,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.config import UnknownArch, canonical_arch, suggest
+from engine.errors import DataError, DeviceError, Terminated, UnsafePathError
 from engine.fidelity import DIFFERENCES, by_id, differences_for, markdown_table, toml_value
+from engine.io import CheckpointError
+from engine.runlog import NullProgress
+from repro.progress import RichProgress
 from repro.recipe import RecipeError, load, load_resolved, recipe_names, to_toml
-from repro.rundir import RunDirError, list_runs, read_run, run_root
+from repro.rundir import RunDirError, RunLock, latest_done, latest_unfinished, list_runs, read_run, run_root
+
+# The engine (torch), analysis.h5 (h5py), figures (matplotlib) and the app (textual) are imported inside the
+# commands that need them, so `list`, `show`, `validate`, `differences`, `runs` and `--help` start in a fraction
+# of a second (tests/test_torch_free.py).
 
 out_console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -143,9 +152,7 @@ def validate(recipes: tuple[str, ...]) -> None:
 def run(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool, out: str | None, resume: bool, device: str,
         nproc: int, quiet: bool, root: str | None) -> None:
     """Run every stage of a recipe, then its analyses."""
-    from engine.runlog import NullProgress
-    from repro.launch import execute
-    from repro.progress import RichProgress
+    from repro.launch import execute  # deferred: torch
 
     if resume and (sets or faithful):
         raise UsageProblem(f"{'--set' if sets else '--faithful'} cannot change a run being resumed; it continues "
@@ -169,7 +176,7 @@ def run(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool, out: st
 
 
 def _print_outcome(outcome) -> None:  # noqa: ANN001
-    from repro.report import report_rows
+    from repro.report import report_rows  # deferred: h5py
 
     if outcome.state != "done":
         click.echo(f"error: run failed: {outcome.error}", err=True)
@@ -193,7 +200,7 @@ def _print_outcome(outcome) -> None:  # noqa: ANN001
 def _ensemble_table(run_dir: Path) -> Table | None:
     """Members beside their ensemble: accuracy, NLL and (when calibrated) ECE, from analysis.h5; None, with a
     warning naming the file, when it cannot be read (the run's other results still print)."""
-    from engine.store import DamagedFile, groups, read_group
+    from engine.store import DamagedFile, groups, read_group  # deferred: h5py
 
     h5 = Path(run_dir) / "analysis.h5"
     try:
@@ -251,12 +258,10 @@ def _run_dir(path: str) -> Path:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 def analyze(run_dir: str, mode: str, device: str) -> None:
     """(Re)compute one analysis into the run's analysis.h5."""
-    from engine.analyses import ANALYSES, AnalysisContext
-    from engine.config import suggest
+    from engine.analyses import ANALYSES, AnalysisContext  # deferred: torch
     from engine.device import resolve_device
     from engine.runner import run_analysis
     from engine.store import set_aside_if_damaged
-    from repro.rundir import RunLock
 
     path = _run_dir(run_dir)
     if mode not in ANALYSES:
@@ -281,8 +286,7 @@ def analyze(run_dir: str, mode: str, device: str) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 def plot(run_dir: str, mode: str, output: str) -> None:
     """Draw an analysis as a figure (png, pdf or svg by the file's suffix)."""
-    from engine.config import suggest
-    from repro.plots import PLOTS
+    from repro.plots import PLOTS  # deferred: matplotlib
     from repro.plots import plot as draw
 
     path = _run_dir(run_dir)
@@ -306,7 +310,7 @@ def plot(run_dir: str, mode: str, output: str) -> None:
 def report(as_json: bool, only: str | None, show_all: bool, root: str | None) -> None:
     """Reproduced numbers beside the paper's, one row per run and expected metric (a run whose files cannot be read
     shows as damaged, with a warning saying which file and why)."""
-    from repro.report import damaged_runs, flops_cell, report_rows
+    from repro.report import damaged_runs, flops_cell, report_rows  # deferred: h5py
 
     infos = [i for i in list_runs(run_root(root)) if only is None or i.recipe == only]
     rows = [r for r in report_rows(infos) if show_all or not r["smoke"]]
@@ -350,9 +354,8 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
           topology_density: float, topology_updates: int | None, as_json: bool) -> None:
     """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data; with
     --topology also the wall time of one prune-and-regrow update (median and min, ms)."""
-    from engine.bench import bench_recipe, measure, time_topology
+    from engine.bench import bench_recipe, measure, time_topology  # deferred: torch
     from engine.device import resolve_device
-    from engine.models import UnknownArch, canonical_arch
 
     try:
         canonical_arch(arch)
@@ -469,11 +472,8 @@ def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, re
               root: str | None) -> None:
     """Every recipe (or those named) in order: skip finished runs, resume interrupted ones, start the rest;
     then write REPORT.md and each run's figures."""
-    from engine.runlog import NullProgress
-    from repro.launch import execute
-    from repro.progress import RichProgress
+    from repro.launch import execute  # deferred: torch
     from repro.report import report_markdown, report_rows
-    from repro.rundir import latest_done, latest_unfinished
 
     base = run_root(root)
     names = list(recipes) or recipe_names()
@@ -505,7 +505,7 @@ def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, re
 
 def _figures(run_dir: Path) -> None:
     """Every analysis of a run that has a figure, as <run>/figures/<mode>.png."""
-    from engine.store import DamagedFile, groups
+    from engine.store import DamagedFile, groups  # deferred: h5py, matplotlib
     from repro.plots import PLOTS
     from repro.plots import plot as draw
 
@@ -526,16 +526,13 @@ def _figures(run_dir: Path) -> None:
 @_root_option
 def tui(root: str | None) -> None:
     """The terminal app: recipes, live runs, analyses."""
-    from repro.tui.app import run_app
+    from repro.tui.app import run_app  # deferred: textual
 
     run_app(run_root(root))
 
 
 def main() -> None:
     """Entry point: one clear line per error, exit 2 for bad usage or recipes, 1 for failed runs."""
-    from engine.errors import DataError, DeviceError, Terminated, UnsafePathError
-    from engine.io import CheckpointError
-
     debug = "--debug" in sys.argv or bool(os.environ.get("REPRO_DEBUG"))
     try:
         cli.main(standalone_mode=False)

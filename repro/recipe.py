@@ -19,6 +19,7 @@ import tomli_w
 from pydantic import BaseModel, ValidationError
 
 from engine.config import Recipe, TrainDefaults, cross_check, suggest
+from engine.config.params import sparse_methods
 from engine.fidelity import apply_faithful
 
 if sys.version_info >= (3, 11):
@@ -357,7 +358,7 @@ def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = 
     if smoke:
         _resolve(copy.deepcopy(raw), pairs, origin, cover=False)
     if faithful:
-        applied = apply_faithful(raw, str(raw.get("name", path.stem)), _sparse_methods())
+        applied = apply_faithful(raw, str(raw.get("name", path.stem)), sparse_methods())
         raw.setdefault("run", {})["faithful"] = True
         raw["run"]["faithful_applied"] = applied
     if smoke:
@@ -368,13 +369,6 @@ def load(ref: str | Path, sets: list[str] | tuple[str, ...] = (), smoke: bool = 
             if problems:
                 raise RecipeError(problems)
     return _resolve(raw, pairs, origin, cover=smoke, source=path)
-
-
-def _sparse_methods() -> set[str]:
-    """Names of the methods whose stages take a `sparse` table."""
-    from engine.methods import METHODS
-
-    return {name for name, cls in METHODS.items() if getattr(cls, "sparse", False)}
 
 
 def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cover: bool,

@@ -30,3 +30,23 @@ def test_plane_bn_eval_and_channel_overlap_draw(tmp_path: Path) -> None:
     fig = PLOTS["mask_overlap"](read_group(run / "analysis.h5", "mask_overlap"), "t")
     assert len(fig.axes) == 3  # one heat map per ratio and the colour bar
     plt.close(fig)
+
+
+def test_methods_match_their_torch_free_params() -> None:
+    """Every method the engine registers has its params class in engine.config.params under the same name, and
+    the schema's flags (sparse table, own ensemble members) say what the class does."""
+    from engine.config import PARAMS
+    from engine.methods import METHODS, Method
+    from engine.methods.sparse_base import SparseMethod
+
+    assert set(METHODS) == set(PARAMS)
+    for name, cls in METHODS.items():
+        assert cls.Params is PARAMS[name], name
+        assert PARAMS[name].sparse == issubclass(cls, SparseMethod), name
+        assert PARAMS[name].chooses_members == (cls.members is not Method.members), name
+
+
+def test_schema_analysis_names_are_the_engines() -> None:
+    from engine.config import ANALYSES as NAMES
+
+    assert set(NAMES) == set(ANALYSES)

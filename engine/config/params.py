@@ -20,6 +20,7 @@ class MethodParams(Strict):
     """A method without parameters of its own (plain training, fixed masks, DST)."""
 
     chooses_members: ClassVar[bool] = False
+    sparse: ClassVar[bool] = False  # the method trains masked weights: its stage takes a `sparse` table
 
     def check(self, stage: Any) -> list[tuple[str, str]]:
         """Problems of the stage around these params, as (key under the stage, message)."""
@@ -42,7 +43,19 @@ def params_for(*methods: str) -> Callable[[type[MethodParams]], type[MethodParam
     return register
 
 
-params_for("train", "fix", "dst")(MethodParams)
+params_for("train")(MethodParams)
+
+
+@params_for("fix", "dst")
+class SparseParams(MethodParams):
+    """A sparse method without parameters of its own (fixed masks; DST's prune-and-regrow)."""
+
+    sparse: ClassVar[bool] = True
+
+
+def sparse_methods() -> set[str]:
+    """Names of the methods whose stages take a `sparse` table."""
+    return {name for name, cls in PARAMS.items() if cls.sparse}
 
 
 def ratio_tag(ratio: float) -> str:
@@ -61,7 +74,7 @@ def cycle_split(epochs: int, cycle_rate: float, cycle: int) -> tuple[int, int]:
 
 # ---- FreeTickets: EDST --------------------------------------------------------------------------------------
 @params_for("edst")
-class EDSTParams(MethodParams):
+class EDSTParams(SparseParams):
     """Exploration, then `model_num` refinement phases each ending in a ticket (main_EDST.py)."""
 
     chooses_members: ClassVar[bool] = True
@@ -99,7 +112,7 @@ class EDSTParams(MethodParams):
 
 # ---- Sup-tickets: GraNet, GMP, cheap tickets ------------------------------------------------------------------
 @params_for("granet")
-class GraNetParams(MethodParams):
+class GraNetParams(SparseParams):
     """Gradual magnitude pruning from init_density to final_density with zero-cost regrowth (GraNet)."""
 
     init_density: float = Field(0.5, gt=0, le=1)

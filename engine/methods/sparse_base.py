@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from engine.config import SparseConfig
+from engine.config.params import SparseParams
 from engine.methods.base import Method
 from engine.sparse.inits import (
     draw_masks,
@@ -27,7 +28,7 @@ from engine.sparse.topology import grow, prune_magnitude, prune_rate_at, prune_s
 class SparseMethod(Method):
     """Static sparse training by default; subclasses decide when and how the topology changes."""
 
-    sparse = True
+    Params = SparseParams
     topology_updates = False  # DST-style prune-and-grow every update_frequency steps
 
     def setup(self) -> None:
