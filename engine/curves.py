@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from engine import bn
+from engine.models import create_model
 
 CURVES = ("bezier", "polychain")
 
@@ -193,6 +194,4 @@ def update_bn(model: nn.Module, loader: Iterable, forward: Callable[[torch.Tenso
 def build_curve(arch: str, num_classes: int, width: float, curve: str, num_bends: int, fix_start: bool = True,
                 fix_end: bool = True, **model_kwargs: Any) -> CurveNet:
     """A CurveNet around a fresh registry model (the analyses rebuild a trained curve this way)."""
-    from engine.models import create_model
-
     return CurveNet(create_model(arch, num_classes, width, **model_kwargs), curve, num_bends, fix_start, fix_end)

@@ -25,7 +25,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
     Under data parallelism only rank 0 writes: every file of a run directory goes through here.
     """
-    from engine.dist import is_main
+    from engine.dist import is_main  # deferred: torch.distributed, and this module is read by the torch-free CLI
 
     if not is_main():
         return
@@ -122,7 +122,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """torch.load with weights_only=True; a missing or corrupt file is a one-line CheckpointError."""
-    import torch
+    import torch  # deferred, as in save_checkpoint
 
     path = Path(path)
     if not path.is_file():
