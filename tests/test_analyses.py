@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.manifold import TSNE
 
 from engine.analyses import calibration, disagreement, kd, mask_overlap, ood, predict, tsne
 from engine.analyses.context import AnalysisContext
@@ -20,7 +21,6 @@ from engine.analyses.ensemble import (
     confidence_bin,
     disagreement_matrix,
     ece,
-    hamming_matrix,
     kl_matrix,
     max_softmax,
     mean_off_diagonal,
@@ -33,7 +33,9 @@ from engine.config import Recipe
 from engine.data import NORMALIZE, load_dataset
 from engine.io import save_checkpoint
 from engine.models import create_model
+from engine.sparse.masks import hamming_matrix
 from engine.store import groups, read_group
+from repro.plots import PLOTS, plot
 
 # ---- pure functions, by hand -------------------------------------------------------------------------------
 
@@ -377,8 +379,6 @@ def test_mask_overlap_matches_the_drawn_masks(fake_run: dict) -> None:
     ("original", {"init": "random", "learning_rate": 200.0}),
 ])
 def test_tsne_matches_a_direct_embedding(fake_run: dict, protocol: str, init: dict) -> None:
-    from sklearn.manifold import TSNE
-
     ctx = AnalysisContext(recipe=_recipe(["s"], tsne_protocol=protocol), run_dir=fake_run["ctx"].run_dir,
                           device=torch.device("cpu"))
     out = tsne.run(ctx)
@@ -429,8 +429,6 @@ def test_single_member_runs_are_refused(tmp_path: Path, fake_run: dict) -> None:
 
 
 def test_every_analysis_plots(fake_run: dict, tmp_path: Path) -> None:
-    from repro.plots import PLOTS, plot
-
     ctx = fake_run["ctx"]
     for mode in ("disagreement", "kd", "calibration", "ood", "mask_overlap", "tsne"):
         if mode not in groups(ctx.h5):

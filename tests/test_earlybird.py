@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch import nn
@@ -16,30 +17,29 @@ from torch import nn
 import engine.analyses as analyses_pkg
 import engine.methods as methods_pkg
 from engine.analyses import earlybird as eb_analysis
-from engine.analyses import eb_overlap
+from engine.analyses import mask_overlap
 from engine.analyses.context import AnalysisContext
-from engine.earlybird import (
+from engine.config.params import ratio_tag
+from engine.io import load_checkpoint
+from engine.lowprec import LowPrecision, block_quantize
+from engine.methods.earlybird import EBPrune, EBRetrain, EBSearch
+from engine.models import create_model
+from engine.runlog import read_metrics
+from engine.sparse.channel_prune import model_cost, prune_channels
+from engine.sparse.channels import (
     EarlyBird,
     bn_layers,
     bn_scales,
     channel_mask,
     detect,
     detector_trace,
-    distance_matrix,
     global_threshold,
     layer_masks,
-    mask_distance,
-    model_cost,
-    prune_channels,
-    ratio_tag,
 )
-from engine.io import load_checkpoint
-from engine.lowprec import LowPrecision, block_quantize
-from engine.methods.earlybird import EBPrune, EBRetrain, EBSearch
-from engine.models import create_model
-from engine.runlog import read_metrics
+from engine.sparse.masks import hamming_matrix, mask_distance
 from engine.store import read_group
 from repro.launch import execute
+from repro.plots import plot_earlybird, plot_mask_overlap
 from repro.recipe import load
 
 # ---- masks, distance, detector -------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_mask_distance_self_zero_complement_one() -> None:
     b = a.clone()
     b[:10] = ~b[:10]
     assert mask_distance(a, b) == pytest.approx(10 / 257)
-    d = distance_matrix([a, ~a, b])
+    d = hamming_matrix([a, ~a, b])
     expected = torch.tensor([[0, 1, 10 / 257], [1, 0, 247 / 257], [10 / 257, 247 / 257, 0]], dtype=torch.float64)
     torch.testing.assert_close(d, expected, rtol=0, atol=1e-15)
     with pytest.raises(ValueError):
@@ -345,7 +345,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(methods_pkg.METHODS, "eb_prune", EBPrune)
     monkeypatch.setitem(methods_pkg.METHODS, "eb_retrain", EBRetrain)
     monkeypatch.setitem(analyses_pkg.ANALYSES, "earlybird", eb_analysis.run)
-    monkeypatch.setitem(analyses_pkg.ANALYSES, "mask_overlap", eb_overlap.run_any)
+    monkeypatch.setitem(analyses_pkg.ANALYSES, "mask_overlap", mask_overlap.run)
 
 
 def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_path: Path) -> None:
@@ -405,17 +405,13 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     assert ov["distance"][2, 5] == pytest.approx(mask_distance(masks[2], masks[5]))
     assert ov["distance"][0, 3] == pytest.approx(float(masks[3].float().mean()))  # the init mask is empty
     # the figures draw from the stored groups; mask_overlap dispatches on the recipe
-    import matplotlib.pyplot as plt
-
-    from repro.plots import plot_earlybird, plot_mask_overlap
-
     for fig in (plot_earlybird(g, "eb"), plot_mask_overlap(ov, "overlap")):
         assert len(fig.axes) >= 2
         plt.close(fig)
     ctx = AnalysisContext(recipe=res.recipe, run_dir=run, device=torch.device("cpu"))
-    assert eb_overlap.has_search(ctx)
+    assert eb_analysis.search_stages(ctx) == ["search"]
     demo = AnalysisContext(recipe=load("demo_digits")[0].recipe, run_dir=run, device=torch.device("cpu"))
-    assert not eb_overlap.has_search(demo)
+    assert not eb_analysis.search_stages(demo)
 
 
 @pytest.mark.parametrize("weights", ["reinit", "inherit"])

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from engine.earlybird import bn_layers, layer_masks, model_cost, prune_channels, pruned_cfg
 from engine.models import UnknownArch, create_model
 from engine.models.imagenet import resnet_default_cfg
+from engine.sparse.channel_prune import model_cost, prune_channels, pruned_cfg
+from engine.sparse.channels import bn_layers, layer_masks
 
 TV = {"resnet18": tvm.resnet18, "resnet50": tvm.resnet50, "wide_resnet50_2": tvm.wide_resnet50_2}
 # parameter counts with 1000 classes (torchvision's documented figures)

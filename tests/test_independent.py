@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from engine.curves import CurveNet, coefficients, line_coefficients
-from engine.earlybird import EarlyBird, bn_scales, channel_mask, detect, detector_trace, distance_matrix, mask_distance
 from engine.methods.suptickets import prune_global, superpose
 from engine.models import create_model
+from engine.sparse.channels import EarlyBird, bn_scales, channel_mask, detect, detector_trace
 from engine.sparse.inits import layer_densities, overall_density
+from engine.sparse.masks import hamming_matrix, mask_distance
 
 TOL = 1e-6
 
@@ -457,7 +458,7 @@ def test_mask_distance_is_normalised_hamming(seed: int) -> None:
     for a in masks:
         for b in masks:
             assert mask_distance(a, b) == pytest.approx(ref_distance(a, b), abs=TOL)
-    mat = distance_matrix(masks)
+    mat = hamming_matrix(masks)
     for i, a in enumerate(masks):
         for j, b in enumerate(masks):
             assert float(mat[i, j]) == pytest.approx(ref_distance(a, b), abs=TOL)

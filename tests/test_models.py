@@ -9,9 +9,15 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from engine.models import UnknownArch, canonical_arch, create_model, list_archs
-from engine.models.earlybird import ChannelSelection, EBBottleneck, eb_preresnet_cfg
+from engine.config import archs
+from engine.models import BUILDERS, UnknownArch, canonical_arch, create_model, list_archs
+from engine.models.cifar_stem_resnet import STAGES
+from engine.models.common import fixed_table
+from engine.models.imagenet import ARCHS
 from engine.models.preresnet import PreActBasicBlock, PreActBottleneck
+from engine.models.slimming_preresnet import ChannelSelection, EBBottleneck, eb_preresnet_cfg
+from engine.models.slimming_vgg import EB_VGG_CFG
+from engine.models.vgg import FGE_BLOCKS
 
 TORCHVISION = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                "wide_resnet50_2", "wide_resnet101_2"}
@@ -61,6 +67,18 @@ def test_list_archs_holds_every_family_by_example():
                  "resnet18", "resnet50", "wide_resnet50_2"):
         assert name in archs
     assert all(canonical_arch(a) == a for a in archs)
+
+
+def test_every_arch_family_has_one_builder_and_each_table_its_listed_depths():
+    # the torch-free names (engine.config.archs) and the model registry are one set
+    assert set(BUILDERS) == {f.id for f in archs.FAMILIES}
+    # each fixed-table family: the depths recipes are checked against are the rows its model module defines
+    assert tuple(FGE_BLOCKS) == archs.FGE_VGG_DEPTHS
+    assert tuple(EB_VGG_CFG) == archs.SLIMMING_VGG_DEPTHS
+    assert tuple(STAGES) == archs.CIFAR_STEM_RESNET_DEPTHS
+    assert tuple(ARCHS) == archs.IMAGENET_RESNETS
+    with pytest.raises(RuntimeError, match="slimming VGG"):
+        fixed_table({11: [64]}, archs.SLIMMING_VGG_DEPTHS, "slimming VGG")
 
 
 @pytest.mark.parametrize("spelling, canonical", [

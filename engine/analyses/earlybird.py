@@ -18,19 +18,19 @@ import numpy as np
 import torch
 
 from engine.analyses.context import AnalysisContext, register_analysis
-from engine.earlybird import channel_mask, detector_trace, mask_distance, model_cost, prune_channels, ratio_tag
+from engine.config.params import EBSearchParams, ratio_tag
 from engine.io import load_checkpoint
 from engine.models import create_model
+from engine.sparse.channel_prune import model_cost, prune_channels
+from engine.sparse.channels import channel_mask, detector_trace
+from engine.sparse.masks import mask_distance
 from engine.store import write_group
 
 
 def search_stages(ctx: AnalysisContext) -> list[str]:
-    """The recipe's stages whose method is an Early-Bird search (whatever name it is registered under)."""
-    from engine.methods import METHODS
-    from engine.methods.earlybird import EBSearch
-
-    return [s.name for s in ctx.recipe.stage
-            if isinstance(METHODS.get(s.method), type) and issubclass(METHODS[s.method], EBSearch)]
+    """The recipe's stages that run an Early-Bird search: those whose typed params are the search's
+    (decided from the recipe alone, no checkpoint read)."""
+    return [s.name for s in ctx.recipe.stage if isinstance(s.params, EBSearchParams)]
 
 
 def search_state(ctx: AnalysisContext) -> tuple[str, dict[str, Any]]:

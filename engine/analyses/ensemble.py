@@ -2,20 +2,21 @@
 
 Shapes: `probs` [M, N, C] are the members' softmax probabilities on N test points, `p` [N, C] one model's,
 `labels` [N] int64. Probabilities are clamped at `EPS` inside every logarithm. Fractions stay fractions here
-(the disagreement, ECE, Hamming distance); the analyses decide the units they store.
+(the disagreement, ECE); the analyses decide the units they store.
 
 `load_predictions` is the one helper that touches a run: it reads /predict, computing it first when missing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from engine.analyses.context import AnalysisContext
+from engine.analyses import predict
+from engine.analyses.context import AnalysisContext
+from engine.store import groups, read_group
 
 EPS = 1e-12
 
@@ -52,20 +53,6 @@ def mean_off_diagonal(matrix: torch.Tensor) -> float:
         return float("nan")
     off = ~torch.eye(m, dtype=torch.bool, device=matrix.device)
     return float(matrix[off].to(torch.float64).mean())
-
-
-def hamming_matrix(masks: list[torch.Tensor]) -> torch.Tensor:
-    """[K, K] float64: the fraction of positions where two equally long boolean masks differ."""
-    k = len(masks)
-    if k and any(m.numel() != masks[0].numel() for m in masks):
-        sizes = sorted({m.numel() for m in masks})
-        raise ValueError(f"masks of different sizes cannot be compared: {sizes}")
-    out = torch.zeros(k, k, dtype=torch.float64)
-    for i in range(k):
-        for j in range(i + 1, k):
-            d = (masks[i].reshape(-1) != masks[j].reshape(-1)).to(torch.float64).mean()
-            out[i, j] = out[j, i] = d
-    return out
 
 
 # ---- calibration -------------------------------------------------------------------------------------------
@@ -127,7 +114,7 @@ def max_softmax(p: torch.Tensor) -> torch.Tensor:
 
 def ood_metrics(scores_in: np.ndarray, scores_out: np.ndarray) -> dict[str, float]:
     """AUROC and AUPR (average precision) of telling in-distribution points (the positives) from others."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import average_precision_score, roc_auc_score  # deferred: sklearn is slow to import
 
     s_in, s_out = np.asarray(scores_in, np.float64).ravel(), np.asarray(scores_out, np.float64).ravel()
     if not len(s_in) or not len(s_out):
@@ -147,7 +134,7 @@ def tsne_perplexity(requested: float, n_points: int) -> float:
 
 def tsne_embed(points: np.ndarray, perplexity: float) -> np.ndarray:
     """A 2-D t-SNE embedding [P, 2] of points [P, D] (PCA init, random_state 0: deterministic)."""
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # deferred: sklearn is slow to import
 
     x = np.asarray(points, dtype=np.float64)
     tsne = TSNE(n_components=2, perplexity=tsne_perplexity(perplexity, len(x)), init="pca", random_state=0)
@@ -160,9 +147,6 @@ def tsne_embed(points: np.ndarray, perplexity: float) -> np.ndarray:
 def load_predictions(ctx: AnalysisContext) -> dict[str, Any]:
     """/predict of the run as {member_probs [M,N,C] tensor, labels [N] tensor, member_names}; it runs the
     `predict` analysis first when the group is missing."""
-    from engine.analyses import predict
-    from engine.store import groups, read_group
-
     if "predict" not in groups(ctx.h5):
         predict.run(ctx)
     g = read_group(ctx.h5, "predict")

@@ -22,7 +22,8 @@ class UnknownArch(ValueError):
 
 ArchParams = tuple[Any, ...]
 
-# the depths each fixed-table family defines (its model module holds the table itself)
+# the depths each fixed-table family defines (its model module holds the table itself, checked against these
+# by engine.models.common.fixed_table)
 FGE_VGG_DEPTHS = (16, 19)
 SLIMMING_VGG_DEPTHS = (11, 13, 16, 19)
 CIFAR_STEM_RESNET_DEPTHS = (18, 34, 50)

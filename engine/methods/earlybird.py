@@ -33,13 +33,14 @@ import torch
 
 from engine.bn import update_bn
 from engine.config.params import EBPruneParams, EBRetrainParams, EBSearchParams, EBTrainParams, ratio_tag
-from engine.earlybird import EarlyBird, bn_layers, bn_scales, channel_mask, model_cost, prune_channels
 from engine.evaluate import evaluate
 from engine.io import load_checkpoint, save_checkpoint
 from engine.lowprec import LowPrecision
 from engine.methods.base import Method, register_method
 from engine.models import create_model
 from engine.schedules import lr_at
+from engine.sparse.channel_prune import model_cost, prune_channels
+from engine.sparse.channels import EarlyBird, bn_layers, bn_scales, channel_mask
 
 __all__ = ["EBPrune", "EBRetrain", "EBSearch"]
 

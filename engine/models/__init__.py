@@ -7,7 +7,16 @@ definition; importing them here fills the registry.
 
 from engine.config.archs import UnknownArch, canonical_arch, list_archs
 
-from . import cifar_resnet, earlybird, imagenet, preresnet, suptickets_resnet, vgg, wrn  # noqa: F401  (registers)
+from . import (  # noqa: F401  (each module registers its builders)
+    cifar_resnet,
+    cifar_stem_resnet,
+    imagenet,
+    preresnet,
+    slimming_preresnet,
+    slimming_vgg,
+    vgg,
+    wrn,
+)
 from .registry import BUILDERS, create_model, register_model
 
 __all__ = ["BUILDERS", "create_model", "canonical_arch", "list_archs", "register_model", "UnknownArch"]

@@ -6,8 +6,13 @@ Kept in one place so every family scales channels and draws its initial weights 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping
+from typing import TypeVar
 
 from torch import nn
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -20,6 +25,14 @@ def check_width(width: float) -> float:
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0 or math.isinf(width):
         raise ValueError(f"width must be a positive number, got {width!r}")
     return float(width)
+
+
+def fixed_table(table: Mapping[K, V], names: tuple[K, ...], family: str) -> dict[K, V]:
+    """A fixed-table family's rows, checked to hold exactly the depths (or names) engine.config.archs lists for
+    it: recipes are checked against those without torch, so the two must not drift apart."""
+    if tuple(table) != tuple(names):
+        raise RuntimeError(f"{family}: the model table defines {tuple(table)}, engine.config.archs lists {names}")
+    return dict(table)
 
 
 def he_normal_fan_out_(conv: nn.Conv2d) -> None:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config.archs import ArchParams
+from engine.config.archs import IMAGENET_RESNETS, ArchParams
 
-from .common import scaled
+from .common import fixed_table, scaled
 from .registry import register_model
 
 __all__ = ["ARCHS", "BasicBlock", "Bottleneck", "ImageNetResNet", "ResNetSpec", "imagenet_resnet",
@@ -46,7 +46,7 @@ class ResNetSpec:
     inner: int = 1  # inner width = planes * inner (2 for the wide variants)
 
 
-ARCHS: dict[str, ResNetSpec] = {
+ARCHS: dict[str, ResNetSpec] = fixed_table({
     "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
     "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
     "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
@@ -54,7 +54,7 @@ ARCHS: dict[str, ResNetSpec] = {
     "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
     "wide_resnet50_2": ResNetSpec("bottleneck", (3, 4, 6, 3), inner=2),
     "wide_resnet101_2": ResNetSpec("bottleneck", (3, 4, 23, 3), inner=2),
-}
+}, IMAGENET_RESNETS, "ImageNet ResNet")
 
 
 def _projection(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:

@@ -1,6 +1,6 @@
 """VGGs with a fully connected classifier: the FGE repo's VGG16/19(BN) and the SNIP `vgg-like` of FreeTickets.
 
-(The Early-Bird / network-slimming VGG, with a single Linear head, lives in `earlybird.py`.)
+(The Early-Bird / network-slimming VGG, with a single Linear head, lives in `slimming_vgg.py`.)
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config.archs import ArchParams
+from engine.config.archs import FGE_VGG_DEPTHS, ArchParams
 
-from .common import he_normal_fan_out_, scaled
+from .common import fixed_table, he_normal_fan_out_, scaled
 from .registry import register_model
 
-FGE_BLOCKS: dict[int, list[list[int]]] = {
+FGE_BLOCKS: dict[int, list[list[int]]] = fixed_table({
     16: [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
     19: [[64, 64], [128, 128], [256, 256, 256, 256], [512, 512, 512, 512], [512, 512, 512, 512]],
-}
+}, FGE_VGG_DEPTHS, "FGE VGG")
 
 VGG_LIKE_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                                  512, 512, 512, "M", 512, 512, 512, "M"]

@@ -3,14 +3,20 @@
 Weights stay dense tensors (the papers simulate sparsity); a mask zeroes the pruned entries of the weight and,
 by default, of the optimizer's momentum buffers too, so a pruned weight stays exactly zero through SGD
 momentum and weight decay and a regrown weight starts from zero with zero momentum. No host sync.
+
+The distance between two masks (weight tickets, or Early-Bird channel masks) is the normalised Hamming distance:
+the fraction of the positions where they differ, `mask_distance` for a pair and `hamming_matrix` for all pairs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from engine.dist import broadcast_
 
 _MOMENTA = ("momentum_buffer", "exp_avg", "exp_avg_sq")
 
@@ -37,8 +43,6 @@ class Masking:
         Under data parallelism rank 0's masks are broadcast, so every replica holds the same topology whatever
         each rank computed (SNIP scores on its own shard, a tie broken differently).
         """
-        from engine.dist import broadcast_
-
         for n in self.names:
             if n in masks:
                 m = masks[n]
@@ -94,3 +98,34 @@ class Masking:
         if missing:
             raise KeyError(f"checkpoint has no mask for {missing[0]}")
         self.set_masks(state["masks"])
+
+
+# ---- distance between masks --------------------------------------------------------------------------------
+
+
+def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Normalised Hamming distance: the fraction of positions where two equally long masks differ.
+
+    Counted exactly as an integer and divided once, so it is the correctly rounded float of count / N.
+    """
+    a, b = a.reshape(-1).bool(), b.reshape(-1).bool()
+    if a.numel() != b.numel():
+        raise ValueError(f"masks of different lengths ({a.numel()} and {b.numel()}) cannot be compared")
+    if a.numel() == 0:
+        raise ValueError("empty masks")
+    return int((a != b).sum()) / a.numel()
+
+
+def hamming_matrix(masks: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """[K, K] float64 `mask_distance` of every pair of K equally long masks (a list, or the rows of a [K, N]
+    tensor); zero diagonal."""
+    flat = [m.reshape(-1) for m in masks]
+    k = len(flat)
+    if k and any(m.numel() != flat[0].numel() for m in flat):
+        sizes = sorted({m.numel() for m in flat})
+        raise ValueError(f"masks of different sizes cannot be compared: {sizes}")
+    out = torch.zeros(k, k, dtype=torch.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            out[i, j] = out[j, i] = mask_distance(flat[i], flat[j])
+    return out

@@ -1,22 +1,15 @@
-"""Early-Bird tickets (You et al., ICLR 2020): channel masks from BN scales, mask distance, the EB detector, and
-real channel pruning of the network-slimming VGG and PreResNet (engine/models/earlybird.py) and of the ImageNet
+"""Real channel pruning (network slimming's vggprune.py / resprune.py, as Early-Bird uses it): a smaller network
+of the channels a mask keeps, the surviving weights copied into it, and what it costs.
+
+    masks    <- per BatchNorm2d, the channels above the global |gamma| threshold (engine/sparse/channels.py)
+    prune    <- a network built from the kept counts (cfg), the kept slices of every weight copied into it
+
+Supported: the slimming VGG and PreResNet (engine/models/slimming_vgg.py, slimming_preresnet.py) and the ImageNet
 ResNets (engine/models/imagenet.py; only each block's inner widths).
-
-    scales   <- |gamma| of every BatchNorm2d, in module order, as one vector of length N
-    mask_p   <- scales > sorted(scales)[int(N * p)]            (one global threshold; strict >)
-    dist     <- fraction of the N positions where two masks differ (normalised Hamming)
-    EB at p  <- the window of the last W masks is full and the newest mask is within `threshold` of each older one
-    prune    <- a smaller network of the kept channels (cfg), the surviving weights copied into it
-
-Ties: with the strict comparison every channel equal to the threshold is pruned, so at least int(N*p)+1 channels
-go (more when values tie; at initialisation every gamma is 0.5 and the mask is empty, as in the original).
-Pure functions of tensors and modules; the methods in engine/methods/earlybird.py call them.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,187 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config.params import ratio_tag
 from engine.flops import dense_forward_flops, param_counts
-from engine.models.earlybird import EBPreResNet, SlimmingVGG
 from engine.models.imagenet import BasicBlock, ImageNetResNet
+from engine.models.slimming_preresnet import EBPreResNet
+from engine.models.slimming_vgg import SlimmingVGG
+from engine.sparse.channels import bn_layers, bn_scales, check_ratio, global_threshold, layer_masks
 
-__all__ = [
-    "EarlyBird",
-    "PruneResult",
-    "bn_layers",
-    "bn_scales",
-    "channel_mask",
-    "detect",
-    "detector_trace",
-    "distance_matrix",
-    "global_threshold",
-    "layer_masks",
-    "mask_distance",
-    "model_cost",
-    "prune_channels",
-    "pruned_cfg",
-    "ratio_tag",
-]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# masks and distances
-# ---------------------------------------------------------------------------------------------------------
-
-
-def bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
-    """Every BatchNorm2d of `model` in module order (all of them count, pre-activation BNs included)."""
-    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-
-
-@torch.no_grad()
-def bn_scales(model: nn.Module) -> torch.Tensor:
-    """|gamma| of every BatchNorm2d, concatenated in module order: a float32 CPU vector of length N."""
-    bns = bn_layers(model)
-    if not bns:
-        raise ValueError("the model has no BatchNorm2d layer, so Early-Bird channel masks are undefined")
-    return torch.cat([m.weight.detach().abs().flatten().float().cpu() for m in bns])
-
-
-def _check_ratio(ratio: float) -> float:
-    r = float(ratio)
-    if not 0.0 <= r < 1.0 or math.isnan(r):
-        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio!r}")
-    return r
-
-
-def global_threshold(scales: torch.Tensor, ratio: float) -> float:
-    """The value at sorted index int(N * ratio) of the ascending scales (the original's `thre`)."""
-    r = _check_ratio(ratio)
-    flat = scales.reshape(-1)
-    if flat.numel() == 0:
-        raise ValueError("no scales to threshold")
-    return float(torch.sort(flat).values[int(flat.numel() * r)])
-
-
-def channel_mask(scales: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Boolean mask of the channels kept at pruning ratio `ratio`: scale > the global threshold (strict)."""
-    return scales.reshape(-1) > global_threshold(scales, ratio)
-
-
-def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Normalised Hamming distance: the fraction of positions where the two masks differ."""
-    a, b = a.reshape(-1).bool(), b.reshape(-1).bool()
-    if a.numel() != b.numel():
-        raise ValueError(f"masks of different lengths ({a.numel()} and {b.numel()}) cannot be compared")
-    if a.numel() == 0:
-        raise ValueError("empty masks")
-    return float((a != b).double().mean())
-
-
-def distance_matrix(masks: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """[K, K] float64 pairwise normalised Hamming distances of K equally long masks (rows of a [K, N] tensor).
-
-    Computed as (|a| + |b| - 2 a.b) / N with one matrix product, exact for N < 2**53.
-    """
-    m = masks if isinstance(masks, torch.Tensor) else torch.stack([x.reshape(-1) for x in masks])
-    m = m.reshape(m.shape[0], -1).double()
-    n = m.shape[1]
-    if n == 0:
-        raise ValueError("empty masks")
-    ones = m.sum(1)
-    d = (ones[:, None] + ones[None, :] - 2.0 * (m @ m.T)) / n
-    d.fill_diagonal_(0.0)
-    return d.clamp_(min=0.0)
-
-
-def detector_trace(masks: Sequence[torch.Tensor], window: int = 5) -> list[float]:
-    """For each observation k, the largest distance from mask k to each of the `window - 1` masks before it
-    (what the EB detector compares with its threshold); NaN while fewer than `window` masks exist."""
-    if window < 2:
-        raise ValueError(f"the EB window needs at least 2 masks, got {window}")
-    out = []
-    for k in range(len(masks)):
-        if k < window - 1:
-            out.append(float("nan"))
-        else:
-            out.append(max(mask_distance(masks[k], masks[k - j]) for j in range(1, window)))
-    return out
-
-
-def detect(masks: Sequence[torch.Tensor], window: int = 5, threshold: float = 0.1) -> int | None:
-    """The first observation index k at which the EB detector fires (every distance from mask k to the
-    `window - 1` masks before it is <= threshold), or None. Index k is the mask after k training epochs."""
-    for k, d in enumerate(detector_trace(masks, window)):
-        if not math.isnan(d) and d <= threshold:
-            return k
-    return None
-
-
-class EarlyBird:
-    """The streaming EB detector at one pruning ratio (the original's `EarlyBird(percent, epoch_keep=5)`).
-
-    `observe(mask)` appends to a FIFO of the last `window` masks; once it is full, it compares the NEWEST mask
-    with each of the older ones (not consecutive pairs) and fires when every distance is <= `threshold`.
-    `found` keeps the first observation index that fired; the detector keeps observing afterwards.
-    """
-
-    def __init__(self, ratio: float, window: int = 5, threshold: float = 0.1) -> None:
-        if window < 2:
-            raise ValueError(f"the EB window needs at least 2 masks, got {window}")
-        self.ratio = _check_ratio(ratio)
-        self.window = int(window)
-        self.threshold = float(threshold)
-        self.masks: deque[torch.Tensor] = deque(maxlen=self.window)
-        self.seen = 0  # observations so far
-        self.found: int | None = None
-        self.trace: list[float] = []  # per observation: max distance over the window (NaN until full)
-
-    def observe(self, mask: torch.Tensor) -> bool:
-        """Add the mask of observation `self.seen`; True when the window is full and every distance is small."""
-        self.masks.append(mask.reshape(-1).bool().cpu())
-        self.seen += 1
-        if len(self.masks) < self.window:
-            self.trace.append(float("nan"))
-            return False
-        newest = self.masks[-1]
-        dists = [mask_distance(newest, m) for m in list(self.masks)[:-1]]
-        self.trace.append(max(dists))
-        fired = all(d <= self.threshold for d in dists)
-        if fired and self.found is None:
-            self.found = self.seen - 1
-        return fired
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "window": self.window, "threshold": self.threshold,
-                "masks": list(self.masks), "seen": self.seen, "found": -1 if self.found is None else self.found,
-                "trace": list(self.trace)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.masks = deque((m.bool() for m in state["masks"]), maxlen=self.window)
-        self.seen = int(state["seen"])
-        self.found = None if int(state["found"]) < 0 else int(state["found"])
-        self.trace = [float(x) for x in state["trace"]]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# real channel pruning
-# ---------------------------------------------------------------------------------------------------------
-
-
-def layer_masks(model: nn.Module, ratio: float, min_channels: int = 1) -> list[torch.Tensor]:
-    """Per-BN boolean keep masks at `ratio` from the global threshold, each keeping at least `min_channels`
-    (a layer that would lose every channel keeps its largest-|gamma| ones, so no layer disappears)."""
-    bns = bn_layers(model)
-    scales = bn_scales(model)
-    keep = channel_mask(scales, ratio)
-    out, start = [], 0
-    for bn in bns:
-        n = bn.num_features
-        m = keep[start:start + n].clone()
-        s = scales[start:start + n]
-        need = min(max(int(min_channels), 0), n)
-        if int(m.sum()) < need:
-            m[torch.argsort(s, descending=True, stable=True)[:need]] = True
-        out.append(m)
-        start += n
-    return out
+__all__ = ["PruneResult", "model_cost", "prune_channels", "pruned_cfg"]
 
 
 def _inner_bns(block: nn.Module) -> list[nn.BatchNorm2d]:
@@ -359,7 +178,7 @@ def prune_channels(model: nn.Module, ratio: float, build: Callable[[list[int | s
     """
     if not isinstance(model, (SlimmingVGG, EBPreResNet, ImageNetResNet)):
         raise ValueError(_UNSUPPORTED.format(type(model).__name__))
-    r = _check_ratio(ratio)
+    r = check_ratio(ratio)
     scales = bn_scales(model)
     thr = global_threshold(scales, r)
     masks = layer_masks(model, r, min_channels)

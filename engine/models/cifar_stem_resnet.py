@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config.archs import ArchParams
+from engine.config.archs import CIFAR_STEM_RESNET_DEPTHS, ArchParams
 
-from .common import scaled
+from .common import fixed_table, scaled
 from .registry import register_model
 
-STAGES: dict[int, tuple[str, list[int]]] = {
+STAGES: dict[int, tuple[str, list[int]]] = fixed_table({
     18: ("basic", [2, 2, 2, 2]),
     34: ("basic", [3, 4, 6, 3]),
     50: ("bottleneck", [3, 4, 6, 3]),
-}
+}, CIFAR_STEM_RESNET_DEPTHS, "CIFAR-stem ResNet")
 
 
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
