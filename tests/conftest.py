@@ -1,4 +1,4 @@
-"""Fixtures the test files share (plain helpers that take arguments are in helpers.py)."""
+"""Fixtures the test files share (plain helpers that take arguments: helpers.py, digits_recipes.py)."""
 
 from __future__ import annotations
 
