@@ -9,20 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tomli_w
+from digits_recipes import digits_recipe, write_recipe
 
-TINY = {
-    "name": "tiny",
-    "paper": "demo",
-    "description": "a tiny ResNet on 384 digits images, three epochs",
-    "command": "python train.py --dataset digits --epochs 3",
-    "run": {"seed": 3},
-    "data": {"dataset": "digits", "normalize": "digits", "batch_size": 64, "eval_batch_size": 200,
-             "train_subset": 384, "test_subset": 200, "crop_pad": 2, "flip": False},
-    "model": {"arch": "cifar_resnet_8", "width": 0.5},
-    "train": {"epochs": 3, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"}},
-    "stage": [{"name": "train", "method": "train"}],
-}
+TINY = digits_recipe(description="a tiny ResNet on 384 digits images, three epochs",
+                     command="python train.py --dataset digits --epochs 3")
 SWEEP = dict(TINY, name="tiny_sweep", description="three seeds of tiny", sweep={"run.seed": [1, 2, 3]})
 BROKEN = dict(TINY, name="broken", model={"arch": "cifar_resnet_8", "widht": 0.5})
 T0 = time.mktime((2026, 1, 1, 10, 0, 0, 0, 0, -1))  # fixture times are local, as status.json's
@@ -35,7 +25,7 @@ def iso(t: float) -> str:
 def write_recipes(d: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     for raw in (TINY, SWEEP, BROKEN):
-        (d / f"{raw['name']}.toml").write_text(tomli_w.dumps(raw))
+        write_recipe(d, raw, f"{raw['name']}.toml")
     return d
 
 
@@ -55,7 +45,7 @@ def write_run(root: Path, recipe: str, run_id: str, status: dict | str | None, r
     d = root / recipe / run_id
     d.mkdir(parents=True, exist_ok=True)
     if toml:
-        (d / "recipe.toml").write_text(tomli_w.dumps(dict(TINY, name=recipe)))
+        write_recipe(d, dict(TINY, name=recipe), "recipe.toml")
     if status is not None:
         (d / "status.json").write_text(status if isinstance(status, str) else json.dumps(status))
     if recs:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from digits_recipes import write_recipe
 from fixtures_tui import T0, TINY, iso, metrics
+from helpers import run_recipe
 
 from engine.analyses import curve as curve_analysis
 from engine.analyses.context import AnalysisContext
@@ -26,7 +27,6 @@ from engine.io import load_checkpoint
 from engine.models import create_model
 from engine.store import read_group
 from engine.trainer import recipe_data
-from repro.launch import execute
 from repro.recipe import RecipeError, load
 from repro.rundir import read_run
 
@@ -147,9 +147,7 @@ def test_bn_eval_scores_the_final_network_after_bn_re_estimation(tmp_path: Path)
     final.pt, and what `repro report` finds as bn_test_error / bn_train_loss."""
     from repro.report import run_metrics
 
-    p = tmp_path / "r.toml"
-    p.write_text(tomli_w.dumps(ENDPOINT))
-    out = execute(load(str(p))[0], root=tmp_path, out=str(tmp_path / "run"), device="cpu")
+    out = run_recipe(ENDPOINT, tmp_path, tmp_path / "run", root=tmp_path)
     assert out.state == "done", out.error
     g = read_group(out.run_dir / "analysis.h5", "bn_eval")
 
@@ -180,7 +178,7 @@ def test_bn_eval_scores_the_final_network_after_bn_re_estimation(tmp_path: Path)
 def _run_dir(root: Path, expect: dict[str, Any], summary: dict[str, Any] | None = None) -> Path:
     d = root / "tiny" / "20260101-100000"
     d.mkdir(parents=True)
-    (d / "recipe.toml").write_text(tomli_w.dumps({**TINY, "expect": expect}))
+    write_recipe(d, {**TINY, "expect": expect}, "recipe.toml")
     status = {"state": "done", "progress": 1.0, "recipe": "tiny", "started": iso(T0), "updated": iso(T0 + 60),
               "finished": iso(T0 + 60), "summary": summary or {"train_flops_vs_dense": 0.61}}
     (d / "status.json").write_text(json.dumps(status))

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import tomli_w
 import torch
+from digits_recipes import digits_recipe, write_recipe
+from helpers import run_recipe
 from torch import nn
 
 from engine.analyses import curve as curve_analysis
@@ -19,7 +20,6 @@ from engine.io import load_checkpoint
 from engine.methods.curve import Curve
 from engine.models import create_model
 from engine.store import read_group
-from repro.launch import execute
 from repro.recipe import load
 
 # ---- coefficients --------------------------------------------------------------------------------------------
@@ -236,19 +236,17 @@ def test_plane_basis_is_orthonormal_and_places_the_bends() -> None:
 
 # ---- end to end on digits ------------------------------------------------------------------------------------
 
-DIGITS = {
-    "name": "curve_digits", "paper": "demo", "run": {"seed": 1},
-    "data": {"dataset": "digits", "normalize": "digits", "test_subset": 360, "batch_size": 64,
-             "eval_batch_size": 500, "crop_pad": 2, "flip": False},
-    "model": {"arch": "preresnet8", "width": 1.0},
-    "train": {"optimizer": {"lr": 0.05, "weight_decay": 5e-4}, "schedule": {"name": "fge"}},
-}
+# every training image, no stage of its own: each test adds its stages
+DIGITS = digits_recipe(name="curve_digits", run={"seed": 1},
+                       data={"train_subset": None, "test_subset": 360, "eval_batch_size": 500},
+                       model={"arch": "preresnet8", "width": 1.0},
+                       train={"epochs": None, "optimizer": {"lr": 0.05, "weight_decay": 5e-4},
+                              "schedule": {"name": "fge"}},
+                       stage=None)
 
 
 def _run(tmp_path: Path, raw: dict) -> Path:
-    p = tmp_path / "r.toml"
-    p.write_text(tomli_w.dumps(raw))
-    out = execute(load(str(p))[0], root=tmp_path, out=str(tmp_path / "run"), device="cpu")
+    out = run_recipe(raw, tmp_path, tmp_path / "run", root=tmp_path)
     assert out.state == "done", out.error
     return out.run_dir
 
@@ -316,8 +314,7 @@ def test_curve_params_are_checked(tmp_path: Path) -> None:
     raw = {**DIGITS, "stage": [{"name": "endpoint", "method": "train", "repeat": 2, "epochs": 1},
                                {"name": "curve", "method": "curve", "epochs": 1,
                                 "params": {"curve": "spline", "start": "endpoint1", "end": "endpoint1"}}]}
-    p = tmp_path / "r.toml"
-    p.write_text(tomli_w.dumps(raw))
+    p = write_recipe(tmp_path, raw)
     with pytest.raises(RecipeError) as e:
         load(str(p))
     assert "stage.2.params.curve" in e.value.lines[0]

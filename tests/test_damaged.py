@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from digits_recipes import with_overrides
 from fixtures_tui import T0, TINY, iso, metrics, write_analysis, write_run
+from helpers import cli, run_recipe
 
 from engine.store import groups, read_group
 from repro.launch import Outcome, execute
 from repro.recipe import load
 from repro.rundir import list_runs, read_run
 
-REPRO = [sys.executable, "-m", "repro.cli"]
 DONE = {"state": "done", "progress": 1.0, "recipe": "tiny", "started": iso(T0), "updated": iso(T0 + 90),
         "finished": iso(T0 + 90), "summary": {"train_flops_vs_dense": 1.0, "params.nonzero": 1234}}
 
@@ -71,13 +70,12 @@ def test_report_markdown_lists_the_damaged_run_and_why(tmp_path: Path) -> None:
 
 def test_cli_report_shows_good_and_damaged_runs(tmp_path: Path) -> None:
     _, bad, reason = good_and_damaged(tmp_path / "root")
-    res = subprocess.run([*REPRO, "report", "--json", "--root", str(tmp_path / "root")], capture_output=True,
-                         text=True)
+    res = cli("report", "--json", "--root", str(tmp_path / "root"))
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
     assert [(r["run_id"], r["state"], r["reproduced"], r["error"]) for r in rows] == [
         ("20260101-100000", "done", 93.5, None), ("20260101-110000", "damaged", None, reason)]
-    res = subprocess.run([*REPRO, "report", "--root", str(tmp_path / "root")], capture_output=True, text=True)
+    res = cli("report", "--root", str(tmp_path / "root"))
     assert res.returncode == 0, res.stderr
     assert "93.50" in res.stdout and "damaged" in res.stdout
     assert res.stderr.splitlines() == [f"warning: tiny / 20260101-110000: {reason}"]
@@ -96,18 +94,13 @@ def test_run_summary_skips_the_ensemble_table_of_a_damaged_file(tmp_path: Path, 
 
 # ---- recomputing over a damaged file ---------------------------------------------------------------------------
 
-QUICK = {**TINY, "data": {**TINY["data"], "train_subset": 128, "test_subset": 100}, "train": {**TINY["train"],
-                                                                                               "epochs": 1}}
+QUICK = with_overrides(TINY, data={"train_subset": 128, "test_subset": 100}, train={"epochs": 1})
 
 
 @pytest.fixture
 def finished_run(tmp_path: Path) -> Path:
     """A real one-epoch run of the tiny recipe on digits, with its /predict."""
-    import tomli_w
-
-    rec = tmp_path / "tiny.toml"
-    rec.write_text(tomli_w.dumps(QUICK))
-    out = execute(load(str(rec))[0], root=tmp_path / "root", out=str(tmp_path / "run"), device="cpu")
+    out = run_recipe(QUICK, tmp_path, tmp_path / "run", root=tmp_path / "root", name="tiny.toml")
     assert out.state == "done", out.error
     assert groups(out.run_dir / "analysis.h5") == ["predict"]
     return out.run_dir
@@ -116,8 +109,7 @@ def finished_run(tmp_path: Path) -> Path:
 def test_analyze_moves_a_damaged_file_aside_and_recomputes(finished_run: Path) -> None:
     h5 = finished_run / "analysis.h5"
     damaged, _ = truncate(h5)
-    res = subprocess.run([*REPRO, "analyze", str(finished_run), "--mode", "predict", "--device", "cpu"],
-                         capture_output=True, text=True)
+    res = cli("analyze", str(finished_run), "--mode", "predict", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     (moved,) = finished_run.glob("analysis.h5.damaged-*")
     assert res.stderr.splitlines() == [f"warning: {h5} was damaged; moved aside to {moved}; recomputing"]

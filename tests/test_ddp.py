@@ -3,36 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import tomli_w
+from digits_recipes import digits_recipe, write_recipe
+from helpers import cli
 
 from engine.io import load_checkpoint
 from engine.runlog import read_metrics
 
-RAW = {
-    "name": "ddp", "paper": "demo", "run": {"seed": 3}, "analyses": ["predict", "sparsity"],
-    "data": {"dataset": "digits", "normalize": "digits", "train_subset": 256, "test_subset": 100, "batch_size": 32,
-             "eval_batch_size": 100, "crop_pad": 2, "flip": False},
-    "model": {"arch": "cifar_resnet_8", "width": 0.5},
-    "train": {"epochs": 2, "optimizer": {"lr": 0.05},
-              "sparse": {"density": 0.3, "init": "snip", "update_frequency": 2, "growth": "random"}},
-    "stage": [{"name": "dst", "method": "dst"}],
-}
+RAW = digits_recipe(name="ddp", analyses=["predict", "sparsity"],
+                    data={"train_subset": 256, "test_subset": 100, "batch_size": 32, "eval_batch_size": 100},
+                    train={"epochs": 2, "schedule": None,
+                           "sparse": {"density": 0.3, "init": "snip", "update_frequency": 2, "growth": "random"}},
+                    stage=[{"name": "dst", "method": "dst"}])
 
 
 @pytest.mark.slow
 def test_two_process_dst_run_keeps_replicas_identical(tmp_path: Path) -> None:
-    rec = tmp_path / "ddp.toml"
-    rec.write_text(tomli_w.dumps(RAW))
+    rec = write_recipe(tmp_path, RAW, "ddp.toml")
     run = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "repro.cli", "run", str(rec), "--nproc", "2", "--device", "cpu",
-                          "--out", str(run), "--quiet"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = cli("run", str(rec), "--nproc", "2", "--device", "cpu", "--out", str(run), "--quiet", timeout=300,
+              env={"OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "done" and status["nproc"] == 2
@@ -57,12 +49,10 @@ def test_two_process_run_on_image_folders(tmp_path: Path) -> None:
                     "image_size": 32, "resize": 36, "workers": 1},
            "model": {"arch": "resnet18", "width": 0.125},
            "train": {**RAW["train"], "epochs": 1}}
-    rec = tmp_path / "ddp_folders.toml"
-    rec.write_text(tomli_w.dumps(raw))
+    rec = write_recipe(tmp_path, raw, "ddp_folders.toml")
     run = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "repro.cli", "run", str(rec), "--nproc", "2", "--device", "cpu",
-                          "--out", str(run), "--quiet"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "REPRO_DATA": str(tmp_path / "data")})
+    res = cli("run", str(rec), "--nproc", "2", "--device", "cpu", "--out", str(run), "--quiet", timeout=300,
+              env={"OMP_NUM_THREADS": "1", "REPRO_DATA": str(tmp_path / "data")})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     recs = read_metrics(run)
     assert [r["epoch"] for r in recs] == [1]

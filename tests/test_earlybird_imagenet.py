@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import n_params
 from torch import nn
 from torchvision import models as tvm
 
@@ -22,17 +23,7 @@ TV_PARAMS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "wide_resnet50_2": 
 SPEC = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet50": ("bottleneck", [3, 4, 6, 3])}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on small inputs: one thread is faster and does not stall a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run faster on one thread
 
 
 # ---- torchvision compatibility -------------------------------------------------------------------------------

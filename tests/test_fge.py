@@ -7,8 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tomli_w
 import torch
+from digits_recipes import digits_recipe, write_recipe
+from helpers import run_recipe, stopped_at
 
 from engine.analyses import ANALYSES
 from engine.analyses import curve as curve_analysis
@@ -45,26 +46,17 @@ def test_members_are_collected_mid_cycle() -> None:
     assert sum(_fge(2).collects(e) for e in range(40)) == 20
 
 
-BASE = {
-    "name": "fge_digits", "paper": "demo", "run": {"seed": 3}, "analyses": ["predict", "calibration"],
-    "data": {"dataset": "digits", "normalize": "digits", "train_subset": 512, "test_subset": 200, "batch_size": 64,
-             "eval_batch_size": 500, "crop_pad": 2, "flip": False},
-    "model": {"arch": "preresnet8", "width": 0.5},
-    "train": {"optimizer": {"lr": 0.1, "weight_decay": 5e-4}},
-}
-
-
-def _write(tmp_path: Path, raw: dict) -> Path:
-    p = tmp_path / "r.toml"
-    p.write_text(tomli_w.dumps(raw))
-    return p
+BASE = digits_recipe(name="fge_digits", analyses=["predict", "calibration"],
+                     data={"train_subset": 512, "eval_batch_size": 500}, model={"arch": "preresnet8"},
+                     train={"epochs": None, "schedule": None, "optimizer": {"lr": 0.1, "weight_decay": 5e-4}},
+                     stage=None)
 
 
 def test_fge_recipe_is_checked(tmp_path: Path) -> None:
     raw = {**BASE, "stage": [{"name": "train", "method": "train", "epochs": 2},
                              {"name": "fge", "method": "fge", "epochs": 2}]}
     with pytest.raises(RecipeError) as e:
-        load(str(_write(tmp_path, raw)))
+        load(str(write_recipe(tmp_path, raw)))
     text = "\n".join(e.value.lines)
     assert "stage.1.schedule.name: fge runs the cyclic schedule" in text
     assert "stage.1.init_from: fge starts from a pretrained checkpoint" in text
@@ -82,7 +74,7 @@ def test_fge_collects_members_and_the_ensemble_beats_its_first_member(tmp_path: 
     ]
     # all 1437 training images: 23 steps an epoch
     raw = {**BASE, "data": {**BASE["data"], "train_subset": 0}, "stage": stages}
-    out = execute(load(str(_write(tmp_path, raw)))[0], root=tmp_path, out=str(tmp_path / "run"), device="cpu")
+    out = run_recipe(raw, tmp_path, tmp_path / "run", root=tmp_path)
     assert out.state == "done", out.error
     run = out.run_dir
     members = json.loads((run / "fge" / "tickets.json").read_text())["members"]
@@ -93,7 +85,7 @@ def test_fge_collects_members_and_the_ensemble_beats_its_first_member(tmp_path: 
     own = load_checkpoint(run / "fge_own_opt" / "last.pt")["optimizer"]["param_groups"]
     assert {g["weight_decay"] for g in own} == {1e-3}
     # the per-step triangle: the lr logged at the end of each epoch is the schedule's at the last step
-    recipe = load(str(_write(tmp_path, raw)))[0].recipe
+    recipe = load(str(write_recipe(tmp_path, raw)))[0].recipe
     fge_cfg = recipe.stage[-1]
     records = [r for r in read_metrics(run) if r.get("stage") == "fge"]
     nb = 23  # ceil(1437 / 64)
@@ -113,25 +105,12 @@ def test_fge_collects_members_and_the_ensemble_beats_its_first_member(tmp_path: 
 
 def _cut_and_resume(tmp_path: Path, raw: dict, stage: str, at_epoch: int) -> tuple[Path, Path]:
     """An uninterrupted run, and one stopped at the start of `stage`'s epoch `at_epoch` (0-based) then resumed."""
-    from engine import trainer as tr
-
     tmp_path.mkdir(parents=True, exist_ok=True)
-    res = load(str(_write(tmp_path, raw)))[0]
+    res = load(str(write_recipe(tmp_path, raw)))[0]
     ref = execute(res, root=tmp_path, out=str(tmp_path / "ref"), device="cpu")
     assert ref.state == "done", ref.error
-    orig = tr.Trainer.train_epoch
-
-    def dying(self, epoch):  # noqa: ANN001 - as Ctrl-C would stop it
-        if self.cfg.name == stage and epoch == at_epoch:
-            raise KeyboardInterrupt
-        return orig(self, epoch)
-
-    tr.Trainer.train_epoch = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            execute(res, root=tmp_path, out=str(tmp_path / "cut"), device="cpu")
-    finally:
-        tr.Trainer.train_epoch = orig
+    with stopped_at(at_epoch, stage), pytest.raises(KeyboardInterrupt):  # as Ctrl-C would stop it
+        execute(res, root=tmp_path, out=str(tmp_path / "cut"), device="cpu")
     assert load_checkpoint(tmp_path / "cut" / stage / "last.pt")["epoch"] == at_epoch
     out = execute(res, root=tmp_path, out=str(tmp_path / "cut"), resume=True, device="cpu")
     assert out.state == "done", out.error

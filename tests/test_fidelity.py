@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import tomli_w
+from digits_recipes import write_recipe
+from helpers import cli
 
 from engine.fidelity import DIFFERENCES, differences_for, markdown_table
 from repro.launch import execute
 from repro.recipe import load, recipe_names
 
-REPRO = [sys.executable, "-m", "repro.cli"]
 README = Path(__file__).resolve().parent.parent / "README.md"
 SOURCE = re.compile(r"(VITA-Group/FreeTickets|luuyin/Sup-tickets|GATECH-EIC/Early-Bird-Tickets|"
                     r"VITA-Group/Random_Pruning|timgaripov/dnn-mode-connectivity) \S+\.(py|md|sh)(:\d+(-\d+)?)?")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*REPRO, *args], capture_output=True, text=True)
 
 
 def resolved_values(recipe, key: str) -> list:  # noqa: ANN001 - a Recipe
@@ -111,8 +105,7 @@ def test_set_of_a_swept_key_wins_over_the_sweep(tmp_path: Path) -> None:
     raw = {"name": "tiny_sweep", "paper": "demo", "model": {"arch": "cifar_resnet_8"},
            "train": {"epochs": 1}, "stage": [{"name": "train", "method": "train"}],
            "sweep": {"run.seed": [1, 2, 3], "model.width": [0.25, 0.5]}}
-    p = tmp_path / "tiny_sweep.toml"
-    p.write_text(tomli_w.dumps(raw))
+    p = write_recipe(tmp_path, raw, "tiny_sweep.toml")
     assert len(load(str(p))) == 6
     got = load(str(p), ("run.seed=9",))
     assert [r.recipe.run.seed for r in got] == [9, 9] and [r.tag for r in got] == ["width0.25", "width0.5"]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-import tomli_w
 import torch
+from digits_recipes import digits_recipe, write_recipe
+from helpers import cli
 
 from engine.io import load_checkpoint
 from engine.runlog import read_metrics
 from engine.schedules import edst_boundaries, edst_lr
+from engine.store import groups, read_group
 from repro.launch import execute
 from repro.recipe import RecipeError, load
 
@@ -28,33 +31,23 @@ def test_edst_schedule_matches_the_worked_example() -> None:
     assert edst_boundaries(320, 150, 3)[1:] == ([207, 264], [179, 235, 292])  # 150 + 56.67 + 28.33 = 235.0 exactly
 
 
-BASE = {
-    "name": "ft", "paper": "demo", "run": {"seed": 5},
-    "data": {"dataset": "digits", "normalize": "digits", "val_split": 100, "train_subset": 320, "test_subset": 120,
-             "batch_size": 64, "eval_batch_size": 200, "crop_pad": 2, "flip": False},
-    "model": {"arch": "cifar_resnet_8", "width": 0.5},
-    "train": {"epochs": 2, "optimizer": {"lr": 0.05},
-              "sparse": {"density": 0.3, "init": "ERK", "update_frequency": 2, "prune_rate": 0.3}},
-}
-
-
-def write(tmp_path: Path, raw: dict) -> Path:
-    p = tmp_path / "r.toml"
-    p.write_text(tomli_w.dumps(raw))
-    return p
+BASE = digits_recipe(name="ft", run={"seed": 5}, data={"val_split": 100, "train_subset": 320, "test_subset": 120},
+                     train={"epochs": 2, "schedule": None,
+                            "sparse": {"density": 0.3, "init": "ERK", "update_frequency": 2, "prune_rate": 0.3}},
+                     stage=None)
 
 
 def test_repeat_expands_into_paired_independent_stages(tmp_path: Path) -> None:
     raw = {**BASE, "stage": [{"name": "dense", "method": "train", "repeat": 3},
                              {"name": "pf", "method": "fix", "repeat": 3, "init_from": "dense",
                               "sparse": {"init": "pruning", "density": 0.2}}]}
-    r = load(str(write(tmp_path, raw)))[0].recipe
+    r = load(str(write_recipe(tmp_path, raw)))[0].recipe
     assert [(s.name, s.group, s.seed, s.init_from) for s in r.stage] == [
         ("dense1", "dense", 5, ""), ("dense2", "dense", 6, ""), ("dense3", "dense", 7, ""),
         ("pf1", "pf", 5, "dense1"), ("pf2", "pf", 6, "dense2"), ("pf3", "pf", 7, "dense3")]
     raw["stage"][0]["repeat"] = 0
     with pytest.raises(RecipeError) as e:
-        load(str(write(tmp_path, raw)))
+        load(str(write_recipe(tmp_path, raw)))
     assert e.value.lines[0].endswith("stage.0.repeat: must be a whole number >= 1 (got 0)")
 
 
@@ -63,7 +56,7 @@ def test_pf_ensemble_runs_and_prunes_each_dense_model(tmp_path: Path) -> None:
            "stage": [{"name": "dense", "method": "train", "repeat": 2},
                      {"name": "pf", "method": "fix", "repeat": 2, "init_from": "dense", "epochs": 1,
                       "sparse": {"init": "pruning", "density": 0.2}}]}
-    res = load(str(write(tmp_path, raw)))[0]
+    res = load(str(write_recipe(tmp_path, raw)))[0]
     out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu")
     assert out.state == "done", out.error
     run = out.run_dir
@@ -89,7 +82,7 @@ def test_edst_leaves_one_best_validation_ticket_per_phase(tmp_path: Path) -> Non
            "analysis": {"tsne_protocol": "ours"},  # a trajectory point every epoch (the original keeps 5, 6, 7)
            "stage": [{"name": "edst", "method": "edst", "record_predictions": True,
                       "params": {"epochs_explo": 1, "model_num": 3, "large_death_rate": 0.8}}]}
-    res = load(str(write(tmp_path, raw)))[0]
+    res = load(str(write_recipe(tmp_path, raw)))[0]
     out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu")
     assert out.state == "done", out.error
     run = out.run_dir
@@ -116,17 +109,7 @@ def test_edst_leaves_one_best_validation_ticket_per_phase(tmp_path: Path) -> Non
 def test_demo_is_a_freetickets_ensemble_with_every_analysis(tmp_path: Path) -> None:
     """Issue 4: the demo's EDST ensemble has lower NLL than its mean member, its members disagree, and every
     ensemble analysis is in analysis.h5 with the spec's names and shapes."""
-    import os
-    import subprocess
-    import sys
-
-    import numpy as np
-
-    from engine.store import groups, read_group
-
-    env = {**os.environ, "REPRO_ROOT": str(tmp_path)}
-    res = subprocess.run([sys.executable, "-m", "repro.cli", "run", "demo_digits", "--quiet", "--device", "cpu"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    res = cli("run", "demo_digits", "--quiet", "--device", "cpu", env={"REPRO_ROOT": str(tmp_path)}, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ensemble" in res.stdout and "ticket3" in res.stdout
     (run,) = list((tmp_path / "demo_digits").iterdir())

@@ -11,8 +11,9 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-import tomli_w
 import torch
+from digits_recipes import digits_recipe, write_recipe
+from helpers import run_recipe, stopped_at
 
 from engine import trainer as tr
 from engine.data import make_loader
@@ -20,31 +21,15 @@ from engine.evaluate import predict_probs
 from engine.io import load_checkpoint
 from engine.models import create_model
 from engine.runlog import read_metrics
-from repro.launch import execute
 from repro.recipe import RecipeError, load
 
-TINY: dict[str, Any] = {
-    "name": "tiny_keep",
-    "paper": "demo",
-    "run": {"seed": 3},
-    "data": {"dataset": "digits", "normalize": "digits", "val_split": 100, "batch_size": 64, "eval_batch_size": 200,
-             "train_subset": 256, "test_subset": 120, "crop_pad": 2, "flip": False},
-    "model": {"arch": "cifar_resnet_8", "width": 0.5},
-    "train": {"epochs": 4, "optimizer": {"lr": 0.05}, "keep": "best"},
-    "stage": [{"name": "train", "method": "train", "save_every": 1}],
-    "analyses": ["predict"],
-}
-
-
-def write(tmp_path: Path, raw: dict[str, Any], name: str = "r.toml") -> Path:
-    p = tmp_path / name
-    p.write_text(tomli_w.dumps(raw))
-    return p
+TINY = digits_recipe(name="tiny_keep", data={"val_split": 100, "train_subset": 256, "test_subset": 120},
+                     train={"epochs": 4, "schedule": None, "keep": "best"},
+                     stage=[{"name": "train", "method": "train", "save_every": 1}], analyses=["predict"])
 
 
 def run(tmp_path: Path, raw: dict[str, Any], out: str, resume: bool = False, sets: tuple[str, ...] = ()) -> Any:
-    res = load(str(write(tmp_path, raw)), sets=sets)[0]
-    return execute(res, root=tmp_path / "root", out=str(tmp_path / out), resume=resume, device="cpu")
+    return run_recipe(raw, tmp_path, tmp_path / out, root=tmp_path / "root", resume=resume, sets=sets)
 
 
 def fake_accuracies(monkeypatch: pytest.MonkeyPatch, table: dict[int, list[float]]) -> None:
@@ -91,16 +76,16 @@ def test_freetickets_recipes_keep_and_dense_reference() -> None:
 
 def test_keep_is_inherited_from_train_and_checked(tmp_path: Path) -> None:
     raw = {**TINY, "stage": [{"name": "a", "method": "train"}, {"name": "b", "method": "train", "keep": "final"}]}
-    assert [s.keep for s in load(str(write(tmp_path, raw)))[0].recipe.stage] == ["best", "final"]
+    assert [s.keep for s in load(str(write_recipe(tmp_path, raw)))[0].recipe.stage] == ["best", "final"]
     plain = {**TINY, "train": {"epochs": 4}}
-    assert load(str(write(tmp_path, plain)))[0].recipe.stage[0].keep == "final"  # the default
+    assert load(str(write_recipe(tmp_path, plain)))[0].recipe.stage[0].keep == "final"  # the default
     bad = {**TINY, "train": {"epochs": 4, "keep": "last"}}
     with pytest.raises(RecipeError) as e:
-        load(str(write(tmp_path, bad)))
+        load(str(write_recipe(tmp_path, bad)))
     assert e.value.lines[0].endswith("train.keep: input should be 'final' or 'best' (got 'last')")
     edst = {**TINY, "stage": [{"name": "e", "method": "edst", "params": {"epochs_explo": 1, "model_num": 2}}]}
     with pytest.raises(RecipeError) as e:
-        load(str(write(tmp_path, edst)))
+        load(str(write_recipe(tmp_path, edst)))
     assert e.value.lines[0].endswith(
         "stage.0: keep = 'best' does not apply to method 'edst': it chooses its own ensemble members")
 
@@ -121,7 +106,7 @@ def test_keep_best_makes_the_best_epoch_the_member(tmp_path: Path, monkeypatch: 
     assert not all(torch.equal(best["model"][k], final["model"][k]) for k in final["model"])
     assert json.loads((stage / "tickets.json").read_text())["members"] == [{"name": "train", "path": "train/best.pt"}]
     # epoch 2's weights on the test split, computed here from checkpoint-2.pt
-    res = load(str(write(tmp_path, TINY)))[0].recipe
+    res = load(str(write_recipe(tmp_path, TINY)))[0].recipe
     data = tr.recipe_data(res)
     model = create_model("cifar_resnet_8", 10, 0.5)
     model.load_state_dict(ep2["model"])
@@ -144,18 +129,9 @@ def test_resume_keeps_the_best_checkpoint(tmp_path: Path, monkeypatch: pytest.Mo
     fake_accuracies(monkeypatch, {1: [50.0], 2: [80.0], 3: [60.0], 4: [70.0]})
     ref = run(tmp_path, TINY, "ref")
     assert ref.state == "done", ref.error
-    orig = tr.Trainer.train_epoch
-
-    def dying(self: tr.Trainer, epoch: int) -> Any:
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return orig(self, epoch)
-
-    monkeypatch.setattr(tr.Trainer, "train_epoch", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at(2), pytest.raises(KeyboardInterrupt):
         run(tmp_path, TINY, "cut")
     assert load_checkpoint(tmp_path / "cut" / "train" / "best.pt")["epoch"] == 2
-    monkeypatch.setattr(tr.Trainer, "train_epoch", orig)
     out = run(tmp_path, TINY, "cut", resume=True)
     assert out.state == "done", out.error
     a = load_checkpoint(ref.run_dir / "train" / "best.pt")

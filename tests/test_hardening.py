@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-import tomli_w
 import torch
+from digits_recipes import digits_recipe, write_recipe
+from helpers import REPRO, cli, stopped_at
 
 from engine import trainer as trainer_mod
 from engine.io import CheckpointError, load_checkpoint, write_text
@@ -24,35 +25,16 @@ from repro.launch import execute
 from repro.recipe import load
 from repro.rundir import RunLock, is_locked, latest_done, latest_unfinished, read_run
 
-TINY = {
-    "name": "tiny",
-    "paper": "demo",
-    "run": {"seed": 3},
-    "data": {"dataset": "digits", "normalize": "digits", "batch_size": 64, "eval_batch_size": 200,
-             "train_subset": 256, "test_subset": 200, "crop_pad": 2, "flip": False},
-    "model": {"arch": "cifar_resnet_8", "width": 0.25},
-    "train": {"epochs": 3, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"}},
-    "stage": [{"name": "train", "method": "train", "save_every": 1}],
-}
-REPRO = [sys.executable, "-m", "repro.cli"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def recipe_file(folder: Path, raw: dict = TINY, name: str = "tiny.toml") -> Path:
-    p = folder / name
-    p.write_text(tomli_w.dumps(raw))
-    return p
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*REPRO, *args], capture_output=True, text=True, env=ENV, cwd=cwd)
+TINY = digits_recipe(data={"train_subset": 256}, model={"width": 0.25},
+                     stage=[{"name": "train", "method": "train", "save_every": 1}])
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # added to the environment of every subprocess
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """One finished tiny run (3 epochs, checkpoints at 1 and 2); tests work on copies of it."""
     folder = tmp_path_factory.mktemp("finished")
-    res = load(str(recipe_file(folder)))[0]
+    res = load(str(write_recipe(folder, TINY, "tiny.toml")))[0]
     out = execute(res, root=folder / "root", out=str(folder / "run"), device="cpu")
     assert out.state == "done", out.error
     return out.run_dir
@@ -71,7 +53,7 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(run_copy: Path, tm
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     (run_copy / ".lock").symlink_to(victim)
-    res = cli("analyze", str(run_copy), "--mode", "predict", "--device", "cpu")
+    res = cli("analyze", str(run_copy), "--mode", "predict", "--device", "cpu", env=ENV)
     assert res.returncode == 2, res.stderr
     assert res.stderr == (f"error: {run_copy / '.lock'}: is a symbolic link; repro never writes through links "
                           "(remove it)\n")
@@ -85,7 +67,8 @@ def test_a_symlink_anywhere_in_the_run_directory_refuses_resume(run_copy: Path, 
     (run_copy / name).unlink()
     (run_copy / name).symlink_to(victim)
     before = (run_copy / "status.json").read_text()
-    res = cli("run", str(run_copy / "recipe.toml"), "--out", str(run_copy), "--resume", "--device", "cpu", "--quiet")
+    res = cli("run", str(run_copy / "recipe.toml"), "--out", str(run_copy), "--resume", "--device", "cpu", "--quiet",
+              env=ENV)
     assert res.returncode == 2, res.stderr
     assert res.stderr == (f"error: {run_copy / name}: is a symbolic link; repro never writes through links in a run "
                           "directory (remove it, or copy the run without links)\n")
@@ -142,7 +125,7 @@ def test_a_kill_between_the_epoch_checkpoint_and_last_pt_loses_nothing(tmp_path:
                 raise Killed()
 
     monkeypatch.setattr(trainer_mod, "save_checkpoint", save_then_die)
-    res = load(str(recipe_file(tmp_path)))[0]
+    res = load(str(write_recipe(tmp_path, TINY, "tiny.toml")))[0]
     run = tmp_path / "run"
     with pytest.raises(Killed):
         execute(res, root=tmp_path, out=str(run), device="cpu")
@@ -157,7 +140,7 @@ def test_a_kill_between_the_epoch_checkpoint_and_last_pt_loses_nothing(tmp_path:
 
 def test_a_missing_epoch_checkpoint_is_an_error_not_final_pt(tmp_path: Path) -> None:
     raw = {**TINY, "stage": [*TINY["stage"], {"name": "ft", "method": "train", "epochs": 1, "init_from": "train@2"}]}
-    recipe = load(str(recipe_file(tmp_path, raw)))[0].recipe
+    recipe = load(str(write_recipe(tmp_path, raw, "tiny.toml")))[0].recipe
     (tmp_path / "train").mkdir()
     torch.save({"model": {}}, tmp_path / "train" / "final.pt")
     with pytest.raises(CheckpointError) as e:
@@ -176,21 +159,8 @@ def test_resume_rewrites_an_epoch_checkpoint_an_older_version_lost(run_copy: Pat
     # that state: last.pt at epoch 2 (an identical run stopped there), checkpoint-2.pt missing, no final.pt
     cut = run_copy.parent / "cut"
     res = load(str(run_copy / "recipe.toml"))[0]
-    from engine import trainer as tr
-
-    orig = tr.Trainer.train_epoch
-
-    def stop_after_two(self, epoch):  # noqa: ANN001, ANN202
-        if epoch == 2:
-            raise Killed()
-        return orig(self, epoch)
-
-    tr.Trainer.train_epoch = stop_after_two
-    try:
-        with pytest.raises(Killed):
-            execute(res, root=run_copy.parent, out=str(cut), device="cpu")
-    finally:
-        tr.Trainer.train_epoch = orig
+    with stopped_at(2, exc=Killed), pytest.raises(Killed):
+        execute(res, root=run_copy.parent, out=str(cut), device="cpu")
     (cut / "train" / "checkpoint-2.pt").unlink()
     assert load_checkpoint(cut / "train" / "last.pt")["epoch"] == 2
     out = execute(res, root=run_copy.parent, out=str(cut), resume=True, device="cpu")
@@ -205,7 +175,8 @@ def test_leftover_temp_files_are_removed_on_resume(run_copy: Path) -> None:
         p.write_bytes(b"half a write")
     keep = run_copy / "train" / "notes.tmp"  # not one of ours: left alone
     keep.write_text("mine")
-    res = cli("run", str(run_copy / "recipe.toml"), "--out", str(run_copy), "--resume", "--device", "cpu", "--quiet")
+    res = cli("run", str(run_copy / "recipe.toml"), "--out", str(run_copy), "--resume", "--device", "cpu", "--quiet",
+              env=ENV)
     assert res.returncode == 0, res.stderr
     assert not any(p.exists() for p in junk)
     assert keep.read_text() == "mine"
@@ -213,7 +184,7 @@ def test_leftover_temp_files_are_removed_on_resume(run_copy: Path) -> None:
 
 
 def test_a_smoke_run_stays_a_smoke_run_without_its_status(tmp_path: Path) -> None:
-    rec = recipe_file(tmp_path)
+    rec = write_recipe(tmp_path, TINY, "tiny.toml")
     root = tmp_path / "root"
     res = load(str(rec), smoke=True)[0]
     from repro.recipe import to_toml
@@ -234,10 +205,11 @@ def test_a_smoke_run_stays_a_smoke_run_without_its_status(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_it_resumes(tmp_path: Path) -> None:
     raw = {**TINY, "train": {**TINY["train"], "epochs": 40}}
-    rec = recipe_file(tmp_path, raw)
+    rec = write_recipe(tmp_path, raw, "tiny.toml")
     run = tmp_path / "run"
     proc = subprocess.Popen([*REPRO, "run", str(rec), "--out", str(run), "--device", "cpu", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ENV})
     deadline = time.time() + 120
     while time.time() < deadline:
         recs = read_metrics(run) if run.exists() else []
@@ -263,7 +235,7 @@ def test_the_lock_probe_never_makes_a_starting_run_fail(tmp_path: Path) -> None:
         "n = 0\n"
         "while not stop.exists():\n"
         "    is_locked(run); n += 1\n"
-        "print(n)\n"), str(run), str(stop)], stdout=subprocess.PIPE, text=True, env=ENV)
+        "print(n)\n"), str(run), str(stop)], stdout=subprocess.PIPE, text=True, env={**os.environ, **ENV})
     try:
         time.sleep(1.0)  # the prober is up and probing
         refused = 0
@@ -297,10 +269,10 @@ def test_metrics_lines_that_are_not_objects_are_skipped(run_copy: Path) -> None:
     recs = read_metrics(run_copy)
     assert [r["epoch"] for r in recs if not r.get("final")] == [1, 2, 3]
     assert read_run(run_copy).best is not None
-    res = cli("runs", "--json", "--root", str(run_copy.parent.parent))
+    res = cli("runs", "--json", "--root", str(run_copy.parent.parent), env=ENV)
     assert res.returncode == 0, res.stderr
     assert [r["state"] for r in json.loads(res.stdout)] == ["done"]
-    res = cli("report", "--json", "--root", str(run_copy.parent.parent))
+    res = cli("report", "--json", "--root", str(run_copy.parent.parent), env=ENV)
     assert res.returncode == 0, res.stderr
 
 
@@ -309,60 +281,60 @@ def test_a_binary_recipe_file_is_one_line(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     for args in (("validate", str(p)), ("run", str(p), "--device", "cpu"), ("show", str(p), "--smoke")):
-        res = cli(*args)
+        res = cli(*args, env=ENV)
         assert res.returncode == 2 and res.stderr == f"{p}: not a TOML text file (it is not UTF-8)\n", args
 
 
 @pytest.mark.parametrize("table", ["model", "data", "run", "train"])
 def test_smoke_and_full_accept_the_same_recipes(tmp_path: Path, table: str) -> None:
     raw = {**TINY, table: "x"}
-    p = recipe_file(tmp_path, raw)
-    full, smoke = cli("show", str(p)), cli("show", str(p), "--smoke")
+    p = write_recipe(tmp_path, raw, "tiny.toml")
+    full, smoke = cli("show", str(p), env=ENV), cli("show", str(p), "--smoke", env=ENV)
     assert full.returncode == smoke.returncode == 2
     assert smoke.stderr == full.stderr and full.stderr.count("\n") == 1 and f"{p}: {table}" in full.stderr
 
 
 def test_a_string_width_is_refused_under_smoke_too(tmp_path: Path) -> None:
-    p = recipe_file(tmp_path, {**TINY, "model": {"arch": "cifar_resnet_8", "width": "2"}})
-    full, smoke = cli("show", str(p)), cli("show", str(p), "--smoke")
+    p = write_recipe(tmp_path, {**TINY, "model": {"arch": "cifar_resnet_8", "width": "2"}}, "tiny.toml")
+    full, smoke = cli("show", str(p), env=ENV), cli("show", str(p), "--smoke", env=ENV)
     assert full.returncode == smoke.returncode == 2 and smoke.stderr == full.stderr
     assert full.stderr.startswith(f"{p}: model.width: ")
 
 
 def test_bench_with_an_unknown_arch_is_one_line() -> None:
-    res = cli("bench", "--arch", "bogus", "--device", "cpu")
+    res = cli("bench", "--arch", "bogus", "--device", "cpu", env=ENV)
     assert res.returncode == 2
     assert res.stderr.startswith("error: --arch: unknown arch 'bogus'") and res.stderr.count("\n") == 1
 
 
 def test_out_naming_a_file_is_refused(tmp_path: Path) -> None:
-    rec = recipe_file(tmp_path)
+    rec = write_recipe(tmp_path, TINY, "tiny.toml")
     f = tmp_path / "afile"
     f.write_text("mine")
     for extra in ((), ("--resume",)):
-        res = cli("run", str(rec), "--out", str(f), "--device", "cpu", *extra)
+        res = cli("run", str(rec), "--out", str(f), "--device", "cpu", *extra, env=ENV)
         assert res.returncode == 2 and res.stderr == f"error: {f}: --out names a file, not a directory\n", extra
     assert f.read_text() == "mine"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_one_writes_nothing(tmp_path: Path) -> None:
-    rec = recipe_file(tmp_path)
+    rec = write_recipe(tmp_path, TINY, "tiny.toml")
     root = tmp_path / "root"
-    res = cli("run", str(rec), "--root", str(root), "--device", "cuda")
+    res = cli("run", str(rec), "--root", str(root), "--device", "cuda", env=ENV)
     assert res.returncode == 2
     assert res.stderr == "error: --device cuda was asked for but no CUDA device is available\n"
     assert not root.exists() or not any(root.rglob("*"))
 
 
 def test_set_problems_name_set_not_the_file(tmp_path: Path) -> None:
-    p = recipe_file(tmp_path)
-    res = cli("show", str(p), "--set", "train.epochs=-1", "--set", "model.width=\"2\"")
+    p = write_recipe(tmp_path, TINY, "tiny.toml")
+    res = cli("show", str(p), "--set", "train.epochs=-1", "--set", "model.width=\"2\"", env=ENV)
     assert res.returncode == 2
     lines = res.stderr.splitlines()
     assert lines and all(line.startswith("--set: ") for line in lines), lines
-    bad = recipe_file(tmp_path, {**TINY, "run": {"seed": "3"}}, "bad.toml")
-    res = cli("show", str(bad), "--set", "model.width=\"2\"")
+    bad = write_recipe(tmp_path, {**TINY, "run": {"seed": "3"}}, "bad.toml")
+    res = cli("show", str(bad), "--set", "model.width=\"2\"", env=ENV)
     assert res.returncode == 2
     assert sorted(res.stderr.splitlines()) == sorted([
         f"{bad}: run.seed: input should be a valid integer (got '3')",

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import n_params
 from torch import nn
 from torch.func import functional_call
 
@@ -25,17 +26,7 @@ CIFAR_ARCHS = [a for a in list_archs() if a not in TORCHVISION]
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is faster, and does not stall when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run faster on one thread
 
 
 def masked_weights(model: nn.Module) -> int:

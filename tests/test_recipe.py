@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import tomli_w
+from digits_recipes import write_recipe
+from helpers import cli
 
 from repro.recipe import (
     RecipeError,
@@ -33,12 +32,6 @@ BASE = {
 }
 
 
-def write(tmp_path: Path, raw: dict, name: str = "r.toml") -> Path:
-    p = tmp_path / name
-    p.write_text(tomli_w.dumps(raw))
-    return p
-
-
 def errors(path: Path, sets: tuple[str, ...] = ()) -> list[str]:
     with pytest.raises(RecipeError) as e:
         load(str(path), sets)
@@ -46,7 +39,7 @@ def errors(path: Path, sets: tuple[str, ...] = ()) -> list[str]:
 
 
 def test_train_defaults_merge_into_stages(tmp_path: Path) -> None:
-    r = load(str(write(tmp_path, BASE)))[0].recipe
+    r = load(str(write_recipe(tmp_path, BASE)))[0].recipe
     assert [s.epochs for s in r.stage] == [3, 2]
     assert r.stage[1].optimizer.lr == 0.1 and r.stage[0].save_every == 1
     assert r.stage[1].init_ref() == ("pre", 2)
@@ -54,38 +47,38 @@ def test_train_defaults_merge_into_stages(tmp_path: Path) -> None:
 
 def test_unknown_key_with_suggestion(tmp_path: Path) -> None:
     raw = {**BASE, "data": {"dataset": "digits", "batch_sise": 3}}
-    p = write(tmp_path, raw)
+    p = write_recipe(tmp_path, raw)
     assert errors(p) == [f"{p}: data.batch_sise: unknown key; did you mean 'batch_size'?"]
 
 
 def test_wrong_type_and_range(tmp_path: Path) -> None:
     raw = {**BASE, "train": {"epochs": 3, "optimizer": {"lr": -0.1}}}
-    p = write(tmp_path, raw)
+    p = write_recipe(tmp_path, raw)
     assert errors(p) == [f"{p}: train.optimizer.lr: input should be greater than 0 (got -0.1)"]
-    p2 = write(tmp_path, {**BASE, "run": {"seed": "one"}}, "r2.toml")
+    p2 = write_recipe(tmp_path, {**BASE, "run": {"seed": "one"}}, "r2.toml")
     assert errors(p2) == [f"{p2}: run.seed: input should be a valid integer (got 'one')"]
 
 
 def test_unknown_arch_dataset_method(tmp_path: Path) -> None:
     raw = {**BASE, "model": {"arch": "cifar_resnet_2O"}}
-    p = write(tmp_path, raw)
+    p = write_recipe(tmp_path, raw)
     (line,) = errors(p)
     assert line.startswith(f"{p}: model.arch: unknown arch 'cifar_resnet_2O'")
-    p = write(tmp_path, {**BASE, "data": {"dataset": "cifar11"}})
+    p = write_recipe(tmp_path, {**BASE, "data": {"dataset": "cifar11"}})
     assert errors(p) == [f"{p}: data.dataset: unknown dataset 'cifar11'; did you mean 'cifar10'?"]
     stages = [{"name": "a", "method": "trian", "epochs": 1}]
-    p = write(tmp_path, {**BASE, "stage": stages})
+    p = write_recipe(tmp_path, {**BASE, "stage": stages})
     assert errors(p) == [f"{p}: stage.0.method: unknown method 'trian'; did you mean 'train'?"]
 
 
 def test_init_from_checks(tmp_path: Path) -> None:
     stages = [{"name": "pre", "method": "train", "save_every": 2},
               {"name": "post", "method": "train", "init_from": "pre@1"}]
-    p = write(tmp_path, {**BASE, "stage": stages})
+    p = write_recipe(tmp_path, {**BASE, "stage": stages})
     msg = "stage 'pre' saves no checkpoint at epoch 1 (epochs=3, save_every=2)"
     assert errors(p) == [f"{p}: stage.1.init_from: {msg}"]
     stages = [{"name": "pre", "method": "train"}, {"name": "post", "method": "train", "init_from": "prr"}]
-    p = write(tmp_path, {**BASE, "stage": stages})
+    p = write_recipe(tmp_path, {**BASE, "stage": stages})
     assert errors(p) == [f"{p}: stage.1.init_from: 'prr' is not an earlier stage; did you mean 'pre'?"]
 
 
@@ -100,7 +93,7 @@ def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_set_overrides_are_type_checked(tmp_path: Path) -> None:
-    p = write(tmp_path, BASE)
+    p = write_recipe(tmp_path, BASE)
     r = load(str(p), ("train.epochs=5", "model.arch=wrn-16-8", "stage.post.optimizer.lr=0.01"))[0].recipe
     assert [s.epochs for s in r.stage] == [5, 2] and r.model.arch == "wrn-16-8"
     assert r.stage[1].optimizer.lr == 0.01 and r.stage[0].optimizer.lr == 0.1
@@ -136,7 +129,7 @@ def test_sweep_expands_cartesian() -> None:
 
 
 def test_resolved_toml_round_trips(tmp_path: Path) -> None:
-    r = load(str(write(tmp_path, BASE)), ("run.seed=7",))[0].recipe
+    r = load(str(write_recipe(tmp_path, BASE)), ("run.seed=7",))[0].recipe
     path = tmp_path / "resolved.toml"
     path.write_text(to_toml(r))
     again = load_resolved(path)
@@ -178,10 +171,8 @@ def _mutate(raw: dict, rng: random.Random) -> dict:
 def test_fuzzed_recipes_never_traceback(tmp_path: Path) -> None:
     """Random mutations of a valid recipe either load or give `FILE: ...` lines; never another exception."""
     rng = random.Random(0)
-    p = tmp_path / "fuzz.toml"
     for _ in range(300):
-        raw = _mutate(BASE, rng)
-        p.write_text(tomli_w.dumps(raw))
+        p = write_recipe(tmp_path, _mutate(BASE, rng), "fuzz.toml")
         try:
             load(str(p))
         except RecipeError as e:
@@ -189,12 +180,11 @@ def test_fuzzed_recipes_never_traceback(tmp_path: Path) -> None:
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
-    good = write(tmp_path, BASE, "good.toml")
-    bad = write(tmp_path, {**BASE, "model": {"arch": "wrn-28-10", "depth": 3}}, "bad.toml")
-    repro = [sys.executable, "-m", "repro.cli"]
-    ok = subprocess.run([*repro, "validate", str(good)], capture_output=True, text=True)
+    good = write_recipe(tmp_path, BASE, "good.toml")
+    bad = write_recipe(tmp_path, {**BASE, "model": {"arch": "wrn-28-10", "depth": 3}}, "bad.toml")
+    ok = cli("validate", str(good))
     assert ok.returncode == 0, ok.stderr
-    res = subprocess.run([*repro, "validate", str(good), str(bad)], capture_output=True, text=True)
+    res = cli("validate", str(good), str(bad))
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"{bad}: model.depth: unknown key; choose from arch, width, conv_init"]
     assert "Traceback" not in res.stderr

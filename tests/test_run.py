@@ -6,15 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import tomli_w
 import torch
+from digits_recipes import digits_recipe, write_recipe
+from helpers import REPRO, cli, run_recipe, stopped_at
 
 from engine.io import CheckpointError, load_checkpoint
 from engine.runlog import read_metrics
@@ -22,28 +22,11 @@ from repro.launch import execute
 from repro.recipe import load
 from repro.rundir import RunDirError, RunLock, read_run
 
-TINY = {
-    "name": "tiny",
-    "paper": "demo",
-    "run": {"seed": 3},
-    "data": {"dataset": "digits", "normalize": "digits", "batch_size": 64, "eval_batch_size": 200,
-             "train_subset": 384, "test_subset": 200, "crop_pad": 2, "flip": False},
-    "model": {"arch": "cifar_resnet_8", "width": 0.5},
-    "train": {"epochs": 3, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"}},
-    "stage": [{"name": "train", "method": "train", "save_every": 1}],
-}
-REPRO = [sys.executable, "-m", "repro.cli"]
-
-
-def recipe_file(tmp_path: Path, raw: dict = TINY, name: str = "tiny.toml") -> Path:
-    p = tmp_path / name
-    p.write_text(tomli_w.dumps(raw))
-    return p
+TINY = digits_recipe(stage=[{"name": "train", "method": "train", "save_every": 1}])
 
 
 def run_once(tmp_path: Path, out: Path, raw: dict = TINY, resume: bool = False):
-    res = load(str(recipe_file(tmp_path, raw)))[0]
-    return execute(res, root=tmp_path / "root", out=str(out), resume=resume, device="cpu")
+    return run_recipe(raw, tmp_path, out, root=tmp_path / "root", name="tiny.toml", resume=resume)
 
 
 def test_run_writes_the_run_directory(tmp_path: Path) -> None:
@@ -91,7 +74,7 @@ def test_two_runs_cannot_share_a_directory(tmp_path: Path) -> None:
         with pytest.raises(RunDirError, match="another run is using this directory"):
             RunLock(run).acquire()
     (run / "keep.txt").write_text("user data")
-    res = load(str(recipe_file(tmp_path)))[0]
+    res = load(str(write_recipe(tmp_path, TINY, "tiny.toml")))[0]
     with pytest.raises(RunDirError) as e:
         execute(res, root=tmp_path, out=str(run), device="cpu")
     assert str(e.value) == f"{run}: already exists; use --resume to continue it or choose another --out"
@@ -99,17 +82,16 @@ def test_two_runs_cannot_share_a_directory(tmp_path: Path) -> None:
 
 
 def _kill_and_resume(tmp_path: Path, delay: float) -> Path:
-    rec = recipe_file(tmp_path)
+    rec = write_recipe(tmp_path, TINY, "tiny.toml")
     run = tmp_path / f"killed-{delay}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*REPRO, "run", str(rec), "--out", str(run), "--device", "cpu", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_run(run).state in ("killed", "unknown", "done")
-    res = subprocess.run([*REPRO, "run", str(rec), "--out", str(run), "--resume", "--device", "cpu", "--quiet"],
-                         capture_output=True, text=True, env=env)
+    res = cli("run", str(rec), "--out", str(run), "--resume", "--device", "cpu", "--quiet", env=env)
     assert res.returncode == 0, res.stderr
     return run
 
@@ -134,21 +116,8 @@ def test_resume_continues_from_last_checkpoint_bitwise(tmp_path: Path) -> None:
     """Stop a run after epoch 2 (as a kill would leave it), resume, and compare with an uninterrupted run."""
     ref = run_once(tmp_path, tmp_path / "ref").run_dir
     run, stage = tmp_path / "cut", tmp_path / "cut" / "train"
-    from engine import trainer as tr
-
-    orig = tr.Trainer.train_epoch
-
-    def dying(self, epoch):  # noqa: ANN001 - stops the run as Ctrl-C would, at the start of epoch 3
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return orig(self, epoch)
-
-    tr.Trainer.train_epoch = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_once(tmp_path, run)
-    finally:
-        tr.Trainer.train_epoch = orig
+    with stopped_at(2), pytest.raises(KeyboardInterrupt):  # as Ctrl-C would, at the start of epoch 3
+        run_once(tmp_path, run)
     assert load_checkpoint(stage / "last.pt")["epoch"] == 2 and read_run(run).state == "killed"
     out = run_once(tmp_path, run, resume=True)
     assert out.state == "done"
@@ -189,46 +158,44 @@ def test_corrupt_checkpoint_is_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_run_report_plot_runs(tmp_path: Path) -> None:
-    rec = recipe_file(tmp_path)
+    rec = write_recipe(tmp_path, TINY, "tiny.toml")
     root = tmp_path / "root"
-    env = {**os.environ, "REPRO_ROOT": str(root)}
-    res = subprocess.run([*REPRO, "run", str(rec), "--device", "cpu", "--quiet"], capture_output=True, text=True,
-                         env=env)
+    env = {"REPRO_ROOT": str(root)}
+    res = cli("run", str(rec), "--device", "cpu", "--quiet", env=env)
     assert res.returncode == 0, res.stderr
     run_dir = Path(res.stdout.strip().splitlines()[-1].removeprefix("run directory: "))
     assert run_dir.parent == root / "tiny"
-    runs = json.loads(subprocess.run([*REPRO, "runs", "--json"], capture_output=True, text=True, env=env).stdout)
+    runs = json.loads(cli("runs", "--json", env=env).stdout)
     assert [(r["recipe"], r["state"]) for r in runs] == [("tiny", "done")]
-    rep = json.loads(subprocess.run([*REPRO, "report", "--json"], capture_output=True, text=True, env=env).stdout)
+    rep = json.loads(cli("report", "--json", env=env).stdout)
     last_acc = read_metrics(run_dir)[-1]["test_acc"]
     assert rep[0]["metric"] == "ensemble_acc" and rep[0]["reproduced"] == pytest.approx(last_acc, abs=1e-4)
     assert rep[0]["paper"] is None and rep[0]["within"] is None
     png = tmp_path / "p.png"
-    res = subprocess.run([*REPRO, "plot", str(run_dir), "--mode", "predict", "-o", str(png)], capture_output=True,
-                         text=True)
+    res = cli("plot", str(run_dir), "--mode", "predict", "-o", str(png))
     assert res.returncode == 0, res.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    res = subprocess.run([*REPRO, "analyze", str(run_dir), "--mode", "predcit"], capture_output=True, text=True)
+    res = cli("analyze", str(run_dir), "--mode", "predcit")
     assert res.returncode == 2
     assert res.stderr.strip() == "error: unknown analysis mode 'predcit'; did you mean 'predict'?"
-    res = subprocess.run([*REPRO, "analyze", str(run_dir), "--mode", "predict"], capture_output=True, text=True)
+    res = cli("analyze", str(run_dir), "--mode", "predict")
     assert res.returncode == 0 and json.loads(res.stdout)["members"] == 1
 
 
 def test_reproduce_skips_finished_runs_and_resumes_unfinished_ones(tmp_path: Path) -> None:
-    rec = recipe_file(tmp_path)
+    rec = write_recipe(tmp_path, TINY, "tiny.toml")
     root, report = tmp_path / "root", tmp_path / "REPORT.md"
-    cmd = [*REPRO, "reproduce", str(rec), "--device", "cpu", "--root", str(root), "--report", str(report)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    args = ("reproduce", str(rec), "--device", "cpu", "--root", str(root), "--report", str(report))
+    first = cli(*args, timeout=300)
     assert first.returncode == 0, first.stderr
     (run,) = list((root / "tiny").iterdir())
     assert (run / "figures" / "predict.png").exists()
     assert "| tiny | " in report.read_text() and "| done | ensemble_acc |" in report.read_text()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = cli(*args, timeout=300)
     assert f"done already ({run})" in again.stdout and len(list((root / "tiny").iterdir())) == 1
     status = json.loads((run / "status.json").read_text())
     (run / "status.json").write_text(json.dumps({**status, "state": "failed"}))  # as an interrupted run leaves it
-    third = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    third = cli(*args, timeout=300)
     assert third.returncode == 0 and f"tiny: done ({run})" in third.stdout
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     assert len(list((root / "tiny").iterdir())) == 1

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import cli
 
 from engine.store import groups
 from repro.recipe import load, recipe_names
-
-REPRO = [sys.executable, "-m", "repro.cli"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", recipe_names())
 def test_recipe_smoke(name: str, tmp_path: Path) -> None:
-    env = {**os.environ, "REPRO_ROOT": str(tmp_path)}
-    res = subprocess.run([*REPRO, "run", name, "--smoke", "--quiet", "--device", "cpu"], capture_output=True,
-                         text=True, env=env, timeout=300)
+    res = cli("run", name, "--smoke", "--quiet", "--device", "cpu", env={"REPRO_ROOT": str(tmp_path)}, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     resolved = load(name, smoke=True)
     runs = sorted(p for p in (tmp_path / name).iterdir() if p.is_dir())
@@ -35,9 +29,8 @@ def test_recipe_smoke(name: str, tmp_path: Path) -> None:
 
 
 def test_bench_json_contract() -> None:
-    res = subprocess.run([*REPRO, "bench", "--arch", "cifar_resnet_8", "--device", "cpu", "--batch-size", "16",
-                          "--steps", "2", "--warmup", "1", "--repeats", "1", "--sparse", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    res = cli("bench", "--arch", "cifar_resnet_8", "--device", "cpu", "--batch-size", "16", "--steps", "2", "--warmup",
+              "1", "--repeats", "1", "--sparse", "--json", timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {"arch", "device", "batch_size", "precision", "dense_img_s", "sparse_img_s"} <= set(out)

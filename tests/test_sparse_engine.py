@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import digits_trainer
 from torch import nn
 
 from engine.sparse.masks import Masking
@@ -123,25 +124,9 @@ def test_cubic_schedule_and_prune_rate_schedules() -> None:
 def test_topology_update_holds_density_and_grows_from_zero(growth, prune, redistribution, tmp_path) -> None:
     """A DST run on digits: after every update the overall density equals the target exactly, pruned weights are
     zero, and weights grown in that update start at zero (with zero momentum)."""
-    from engine.config import Recipe
-    from engine.methods import METHODS
-    from engine.models import create_model
-    from engine.runlog import RunLog
-    from engine.trainer import StageContext, Trainer, recipe_data
-
-    recipe = Recipe.model_validate({
-        "name": "t", "paper": "demo", "model": {"arch": "cifar_resnet_8", "width": 0.5},
-        "data": {"dataset": "digits", "train_subset": 256, "test_subset": 64, "batch_size": 32},
-        "stage": [{"name": "s", "method": "dst", "epochs": 1,
-                   "sparse": {"density": 0.2, "init": "ERK", "update_frequency": 2, "growth": growth, "prune": prune,
-                              "redistribution": redistribution, "prune_rate": 0.3}}],
-    })
-    data = recipe_data(recipe)
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet_8", 10, 0.5)
-    ctx = StageContext(recipe=recipe, stage=recipe.stage[0], index=0, run_dir=tmp_path, device=torch.device("cpu"),
-                       data=data, log=RunLog(tmp_path, enabled=False))
-    trainer = Trainer(ctx, model, METHODS["dst"])
+    trainer = digits_trainer(tmp_path, "dst", {"density": 0.2, "init": "ERK", "update_frequency": 2, "growth": growth,
+                                               "prune": prune, "redistribution": redistribution, "prune_rate": 0.3},
+                             epochs=1, train_subset=256, test_subset=64)
     method = trainer.method
     method.setup()
     active0, sizes = method.masking.counts()

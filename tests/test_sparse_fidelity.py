@@ -9,19 +9,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import digits_trainer
 from torch import nn
 
 from engine.analyses import sparsity
 from engine.analyses.context import AnalysisContext
-from engine.config import Recipe, SparseConfig
+from engine.config import SparseConfig
 from engine.data import make_loader
 from engine.io import load_checkpoint
-from engine.methods import METHODS
 from engine.methods.dst import DST
 from engine.models import create_model
-from engine.runlog import RunLog
 from engine.store import read_group
-from engine.trainer import StageContext, Trainer, make_loaders, recipe_data
+from engine.trainer import Trainer, make_loaders, recipe_data
 
 # ---- a sparse method on a hand-built layer (no data, no loop) -----------------------------------------------
 
@@ -78,22 +77,6 @@ def test_momentum_growth_scores_the_momentum_the_original_keeps() -> None:
     sgd_step(grad_method, g2)
     grad_method.update_topology(0.5)
     assert grad_method.masking.masks["0.weight"].flatten().nonzero().flatten().tolist() == [3, 6, 7]
-
-
-def digits_trainer(tmp_path: Path, method: str, sparse: dict, params: dict | None = None, epochs: int = 2,
-                   analysis: dict | None = None, record: bool = False, seed: int = 0, val: int = 0) -> Trainer:
-    """A small digits run of `method` on cifar_resnet_8 (10 steps an epoch, 64 test images)."""
-    recipe = Recipe.model_validate({
-        "name": "t", "paper": "demo", "model": {"arch": "cifar_resnet_8", "width": 0.5},
-        "data": {"dataset": "digits", "train_subset": 320, "test_subset": 160, "batch_size": 32, "val_split": val},
-        "stage": [{"name": "s", "method": method, "epochs": epochs, "sparse": sparse, "params": params or {},
-                   "record_predictions": record}],
-        "analysis": analysis or {},
-    })
-    torch.manual_seed(seed)
-    ctx = StageContext(recipe=recipe, stage=recipe.stage[0], index=0, run_dir=tmp_path, device=torch.device("cpu"),
-                       data=recipe_data(recipe), log=RunLog(tmp_path, enabled=False))
-    return Trainer(ctx, create_model("cifar_resnet_8", 10, 0.5), METHODS[method])
 
 
 def test_momentum_growth_equals_growth_from_an_unmasked_optimizer_buffer(tmp_path: Path) -> None:

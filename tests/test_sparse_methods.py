@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import cli, digits_trainer
 from test_sparse_inits import erk_closed_form
 
-from engine.config import Recipe
-from engine.methods import METHODS
-from engine.models import create_model
-from engine.runlog import RunLog
 from engine.store import read_group
-from engine.trainer import StageContext, Trainer, recipe_data
-
-REPRO = [sys.executable, "-m", "repro.cli"]
 
 
 def test_repro_sparsity_erk_wrn_28_10_matches_the_formula() -> None:
-    res = subprocess.run([*REPRO, "sparsity", "--arch", "wrn-28-10", "--init", "ERK", "--density", "0.2", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    res = cli("sparsity", "--arch", "wrn-28-10", "--init", "ERK", "--density", "0.2", "--json", timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     shapes = {layer["name"]: tuple(layer["shape"]) for layer in out["layers"]}
@@ -35,32 +24,18 @@ def test_repro_sparsity_erk_wrn_28_10_matches_the_formula() -> None:
         assert layer["numel"] == math.prod(layer["shape"])
         assert layer["density"] == pytest.approx(ref[layer["name"]], abs=1e-6)
     assert out["overall_density"] == pytest.approx(0.2, abs=1e-4)
-    bad = subprocess.run([*REPRO, "sparsity", "--arch", "wrn-28-10", "--init", "ERKK", "--density", "0.2"],
-                         capture_output=True, text=True)
+    bad = cli("sparsity", "--arch", "wrn-28-10", "--init", "ERKK", "--density", "0.2")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: --init: unknown sparse init 'ERKK'; did you mean 'ERK'?"
-    bad = subprocess.run([*REPRO, "sparsity", "--arch", "wrn-28-10", "--init", "ERK", "--density", "1.5"],
-                         capture_output=True, text=True)
+    bad = cli("sparsity", "--arch", "wrn-28-10", "--init", "ERK", "--density", "1.5")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --density: Input should be less than or equal to 1"
-
-
-def trainer_for(method: str, sparse: dict, params: dict, tmp_path: Path, epochs: int = 2) -> Trainer:
-    recipe = Recipe.model_validate({
-        "name": "t", "paper": "demo", "model": {"arch": "cifar_resnet_8", "width": 0.5},
-        "data": {"dataset": "digits", "train_subset": 320, "test_subset": 64, "batch_size": 32},
-        "stage": [{"name": "s", "method": method, "epochs": epochs, "sparse": sparse, "params": params}],
-    })
-    torch.manual_seed(0)
-    ctx = StageContext(recipe=recipe, stage=recipe.stage[0], index=0, run_dir=tmp_path, device=torch.device("cpu"),
-                       data=recipe_data(recipe), log=RunLog(tmp_path, enabled=False))
-    return Trainer(ctx, create_model("cifar_resnet_8", 10, 0.5), METHODS[method])
 
 
 def test_granet_follows_the_cubic_schedule(tmp_path: Path) -> None:
     # 10 steps per epoch, an update every 2 steps, pruning from epoch 0 to 2: i0 = 0, i1 = 10, n = 10
-    t = trainer_for("granet", {"init": "ERK", "update_frequency": 2, "prune_rate": 0.3},
-                    {"init_density": 0.5, "final_density": 0.1, "init_prune_epoch": 0, "final_prune_epoch": 2},
-                    tmp_path)
+    t = digits_trainer(tmp_path, "granet", {"init": "ERK", "update_frequency": 2, "prune_rate": 0.3},
+                       {"init_density": 0.5, "final_density": 0.1, "init_prune_epoch": 0, "final_prune_epoch": 2},
+                       test_subset=64)
     t.method.setup()
     sizes = sum(m.numel() for m in t.method.masking.masks.values())
     seen = []
@@ -80,7 +55,8 @@ def test_granet_follows_the_cubic_schedule(tmp_path: Path) -> None:
 
 
 def test_gmp_starts_dense_and_never_regrows(tmp_path: Path) -> None:
-    t = trainer_for("gmp", {"update_frequency": 2}, {"final_density": 0.2, "final_prune_epoch": 2}, tmp_path)
+    t = digits_trainer(tmp_path, "gmp", {"update_frequency": 2}, {"final_density": 0.2, "final_prune_epoch": 2},
+                       test_subset=64)
     t.method.setup()
     assert t.method.masking.density() == 1.0
     prev = {n: m.clone() for n, m in t.method.masking.masks.items()}
@@ -96,9 +72,8 @@ def test_gmp_starts_dense_and_never_regrows(tmp_path: Path) -> None:
 def test_erk_beats_uniform_on_digits_at_density_005(tmp_path: Path) -> None:
     """Issue 3's target: static sparse training with ERK at 5% density reaches >= 90% on digits, beating uniform;
     SNIP and GraSP ratios run too (demo_sparse_digits sweeps the four rules)."""
-    env = {**os.environ, "REPRO_ROOT": str(tmp_path)}
-    res = subprocess.run([*REPRO, "run", "demo_sparse_digits", "--quiet", "--device", "cpu"], capture_output=True,
-                         text=True, env=env, timeout=900)
+    res = cli("run", "demo_sparse_digits", "--quiet", "--device", "cpu", env={"REPRO_ROOT": str(tmp_path)},
+              timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     acc = {}
     for run in (tmp_path / "demo_sparse_digits").iterdir():

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import tomli_w
 import torch
+from digits_recipes import sup_recipe
+from helpers import run_recipe
 
 from engine.config.params import cycle_split
 from engine.io import load_checkpoint
 from engine.methods.suptickets import prune_global, superpose
 from engine.sparse.inits import maskable
 from engine.store import read_group
-from repro.launch import execute
-from repro.recipe import load
 
 
 def test_cycle_split_matches_the_reference_examples() -> None:
@@ -34,20 +33,10 @@ def test_superpose_and_prune_by_hand() -> None:
 
 
 def test_superposed_network_is_the_pruned_running_average_at_exact_density(tmp_path: Path) -> None:
-    raw = {
-        "name": "sup", "paper": "demo", "run": {"seed": 2}, "analyses": ["predict"],
-        "data": {"dataset": "digits", "normalize": "digits", "crop_pad": 2, "flip": False, "batch_size": 64,
-                 "eval_batch_size": 360},
-        "model": {"arch": "cifar_resnet_20", "width": 0.5},
-        "train": {"epochs": 9, "optimizer": {"lr": 0.1},
-                  "sparse": {"init": "ERK", "update_frequency": 10, "prune_rate": 0.3}},
-        "stage": [{"name": "sup", "method": "suptickets",
-                   "params": {"init_density": 0.3, "final_density": 0.1, "final_prune_epoch": 3, "cycle": 1,
-                              "cycle_rate": 0.34, "lr_1": 0.005, "lr_2": 0.05, "large_death_rate": 0.3}}],
-    }
-    p = tmp_path / "r.toml"
-    p.write_text(tomli_w.dumps(raw))
-    out = execute(load(str(p))[0], root=tmp_path, out=str(tmp_path / "run"), device="cpu")
+    raw = sup_recipe(epochs=9, update_frequency=10, final_prune_epoch=3, cycle=1, cycle_rate=0.34, run={"seed": 2},
+                     analyses=["predict"], data={"eval_batch_size": 360, "train_subset": None, "test_subset": None},
+                     model={"arch": "cifar_resnet_20"})
+    out = run_recipe(raw, tmp_path, tmp_path / "run", root=tmp_path)
     assert out.state == "done", out.error
     stage = out.run_dir / "sup"
     from engine.models import create_model

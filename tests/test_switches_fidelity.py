@@ -8,31 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 import torch
+from digits_recipes import sup_recipe
+from helpers import run_recipe, stopped_at
 
 from engine.io import load_checkpoint
-from repro.launch import execute
-from repro.recipe import load
 
-SUP: dict[str, Any] = {
-    "name": "sup", "paper": "demo", "run": {"seed": 5}, "analyses": [],
-    "data": {"dataset": "digits", "normalize": "digits", "crop_pad": 2, "flip": False, "batch_size": 64,
-             "eval_batch_size": 200, "train_subset": 384, "test_subset": 200},
-    "model": {"arch": "cifar_resnet_8", "width": 0.5},
-    "train": {"epochs": 8, "optimizer": {"lr": 0.1},
-              "sparse": {"init": "ERK", "update_frequency": 4, "prune_rate": 0.3}},
-    # P = 4 pre-training epochs, then 2 cycles of 2 epochs: re-explorations at the starts of epochs 4 and 6
-    "stage": [{"name": "sup", "method": "suptickets",
-               "params": {"init_density": 0.3, "final_density": 0.1, "final_prune_epoch": 2, "cycle": 2,
-                          "cycle_rate": 0.5, "lr_1": 0.005, "lr_2": 0.05, "large_death_rate": 0.3}}],
-}
+# P = 4 pre-training epochs, then 2 cycles of 2 epochs: re-explorations at the starts of epochs 4 and 6
+SUP = sup_recipe(epochs=8, update_frequency=4, final_prune_epoch=2, cycle=2, cycle_rate=0.5, run={"seed": 5})
 
 
 def _run(tmp_path: Path, out: Path, raw: dict[str, Any], resume: bool = False) -> Any:
-    p = tmp_path / "sup.toml"
-    p.write_text(tomli_w.dumps(raw))
-    return execute(load(str(p))[0], root=tmp_path / "root", out=str(out), resume=resume, device="cpu")
+    return run_recipe(raw, tmp_path, out, root=tmp_path / "root", name="sup.toml", resume=resume)
 
 
 def _stage_files(stage: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -45,21 +32,8 @@ def test_suptickets_resumed_at_a_cycle_start_is_bitwise(tmp_path: Path) -> None:
     from the same last gradients and ends with the same tickets, superposed network and final weights."""
     ref = _run(tmp_path, tmp_path / "ref", SUP)
     assert ref.state == "done", ref.error
-    from engine import trainer as tr
-
-    orig = tr.Trainer.train_epoch
-
-    def dying(self: Any, epoch: int) -> Any:  # stops the run as Ctrl-C would, before epoch 7's first step
-        if epoch == 6:
-            raise KeyboardInterrupt
-        return orig(self, epoch)
-
-    tr.Trainer.train_epoch = dying  # type: ignore[method-assign]
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _run(tmp_path, tmp_path / "cut", SUP)
-    finally:
-        tr.Trainer.train_epoch = orig  # type: ignore[method-assign]
+    with stopped_at(6), pytest.raises(KeyboardInterrupt):  # as Ctrl-C would, before epoch 7's first step
+        _run(tmp_path, tmp_path / "cut", SUP)
     assert load_checkpoint(tmp_path / "cut" / "sup" / "last.pt")["epoch"] == 6
     out = _run(tmp_path, tmp_path / "cut", SUP, resume=True)
     assert out.state == "done", out.error
