@@ -33,8 +33,8 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fge(cycle: int) -> FGE:
-    trainer = SimpleNamespace(cfg=SimpleNamespace(schedule=SimpleNamespace(cycle=cycle)))
-    return FGE(trainer, {})
+    stage = SimpleNamespace(schedule=SimpleNamespace(cycle=cycle), params={})
+    return FGE(SimpleNamespace(), stage, SimpleNamespace())
 
 
 def test_members_are_collected_mid_cycle() -> None:

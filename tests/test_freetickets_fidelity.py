@@ -15,7 +15,7 @@ import tomli_w
 import torch
 
 from engine import trainer as tr
-from engine.data import make_loader
+from engine.data import make_loader, recipe_data
 from engine.evaluate import predict_probs
 from engine.io import load_checkpoint
 from engine.models import create_model
@@ -122,7 +122,7 @@ def test_keep_best_makes_the_best_epoch_the_member(tmp_path: Path, monkeypatch: 
     assert json.loads((stage / "tickets.json").read_text())["members"] == [{"name": "train", "path": "train/best.pt"}]
     # epoch 2's weights on the test split, computed here from checkpoint-2.pt
     res = load(str(write(tmp_path, TINY)))[0].recipe
-    data = tr.recipe_data(res)
+    data = recipe_data(res)
     model = create_model("cifar_resnet_8", 10, 0.5)
     model.load_state_dict(ep2["model"])
     model.eval()

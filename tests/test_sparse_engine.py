@@ -124,10 +124,12 @@ def test_topology_update_holds_density_and_grows_from_zero(growth, prune, redist
     """A DST run on digits: after every update the overall density equals the target exactly, pruned weights are
     zero, and weights grown in that update start at zero (with zero momentum)."""
     from engine.config import Recipe
+    from engine.data import recipe_data
     from engine.methods import METHODS
     from engine.models import create_model
+    from engine.runinfo import RunInfo
     from engine.runlog import RunLog
-    from engine.trainer import StageContext, Trainer, recipe_data
+    from engine.trainer import StageContext, Trainer
 
     recipe = Recipe.model_validate({
         "name": "t", "paper": "demo", "model": {"arch": "cifar_resnet_8", "width": 0.5},
@@ -139,7 +141,7 @@ def test_topology_update_holds_density_and_grows_from_zero(growth, prune, redist
     data = recipe_data(recipe)
     torch.manual_seed(0)
     model = create_model("cifar_resnet_8", 10, 0.5)
-    ctx = StageContext(recipe=recipe, stage=recipe.stage[0], index=0, run_dir=tmp_path, device=torch.device("cpu"),
+    ctx = StageContext(stage=recipe.stage[0], info=RunInfo.of(recipe, 0, tmp_path), device=torch.device("cpu"),
                        data=data, log=RunLog(tmp_path, enabled=False))
     trainer = Trainer(ctx, model, METHODS["dst"])
     method = trainer.method

@@ -14,11 +14,14 @@ import torch
 from test_sparse_inits import erk_closed_form
 
 from engine.config import Recipe
+from engine.data import recipe_data
+from engine.io import load_checkpoint
 from engine.methods import METHODS
 from engine.models import create_model
+from engine.runinfo import RunInfo
 from engine.runlog import RunLog
 from engine.store import read_group
-from engine.trainer import StageContext, Trainer, recipe_data
+from engine.trainer import StageContext, Trainer
 
 REPRO = [sys.executable, "-m", "repro.cli"]
 
@@ -44,6 +47,31 @@ def test_repro_sparsity_erk_wrn_28_10_matches_the_formula() -> None:
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --density: Input should be less than or equal to 1"
 
 
+@pytest.mark.parametrize("init", ["snip", "grasp"])
+def test_repro_sparsity_of_a_recipe_shows_the_masks_its_training_starts_from(init: str, tmp_path: Path) -> None:
+    """`repro sparsity --recipe` and training draw the starting masks through one dispatch (the stage's own method):
+    the densities it shows equal, layer by layer, those of the masks a `fix` run of the recipe kept (they never
+    change), for the data-scored rules whose batch the CLI once chose differently."""
+    sets = ["--set", f"train.sparse.init={init}", "--set", "train.epochs=1"]
+    shown = subprocess.run([*REPRO, "sparsity", "--recipe", "demo_sparse_digits", *sets, "--device", "cpu", "--json"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    densities = {layer["name"]: layer["density"] for layer in json.loads(shown.stdout)["layers"]}
+    assert len(set(densities.values())) > 1  # layer-wise ratios from the scores, not one uniform density
+    env = {**os.environ, "REPRO_ROOT": str(tmp_path)}
+    run = subprocess.run([*REPRO, "run", "demo_sparse_digits", *sets, "--device", "cpu", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (run_dir,) = (tmp_path / "demo_sparse_digits").iterdir()
+    masks = load_checkpoint(run_dir / "sparse" / "final.pt")["method"]["masking"]["masks"]
+    assert densities == {n: float(m.float().mean()) for n, m in masks.items()}
+    # without a recipe the rule scores the default [data] (digits) through the same dispatch
+    arch = subprocess.run([*REPRO, "sparsity", "--arch", "cifar_resnet_8", "--width", "0.5", "--init", init,
+                           "--density", "0.2", "--json"], capture_output=True, text=True, timeout=300)
+    assert arch.returncode == 0, arch.stderr
+    assert json.loads(arch.stdout)["overall_density"] == pytest.approx(0.2, abs=1e-3)
+
+
 def trainer_for(method: str, sparse: dict, params: dict, tmp_path: Path, epochs: int = 2) -> Trainer:
     recipe = Recipe.model_validate({
         "name": "t", "paper": "demo", "model": {"arch": "cifar_resnet_8", "width": 0.5},
@@ -51,7 +79,7 @@ def trainer_for(method: str, sparse: dict, params: dict, tmp_path: Path, epochs:
         "stage": [{"name": "s", "method": method, "epochs": epochs, "sparse": sparse, "params": params}],
     })
     torch.manual_seed(0)
-    ctx = StageContext(recipe=recipe, stage=recipe.stage[0], index=0, run_dir=tmp_path, device=torch.device("cpu"),
+    ctx = StageContext(stage=recipe.stage[0], info=RunInfo.of(recipe, 0, tmp_path), device=torch.device("cpu"),
                        data=recipe_data(recipe), log=RunLog(tmp_path, enabled=False))
     return Trainer(ctx, create_model("cifar_resnet_8", 10, 0.5), METHODS[method])
 
