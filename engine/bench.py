@@ -13,10 +13,12 @@ from typing import Any
 import torch
 
 from engine.config import Recipe
+from engine.data import recipe_data
 from engine.methods import METHODS
 from engine.models import create_model
+from engine.runinfo import RunInfo
 from engine.runlog import RunLog
-from engine.trainer import StageContext, Trainer, recipe_data
+from engine.trainer import StageContext, Trainer
 
 
 def _sync(device: torch.device) -> None:
@@ -30,8 +32,8 @@ def _trainer(recipe: Recipe, device: torch.device) -> Trainer:
     stage = recipe.stage[0]
     torch.manual_seed(0)
     model = create_model(recipe.model.arch, data.num_classes, recipe.model.width)
-    ctx = StageContext(recipe=recipe, stage=stage, index=0, run_dir=Path("/nonexistent"), device=device,
-                       data=data, log=RunLog(Path("."), enabled=False))
+    ctx = StageContext(stage=stage, info=RunInfo.of(recipe, 0, Path("/nonexistent")), device=device, data=data,
+                       log=RunLog(Path("."), enabled=False))
     trainer = Trainer(ctx, model, METHODS[stage.method])
     trainer.method.setup()
     return trainer

@@ -10,47 +10,57 @@ import torch
 
 from engine import dist
 from engine.analyses import ANALYSES, AnalysisContext
-from engine.config import Recipe, StageConfig
+from engine.config import Recipe
+from engine.data import Dataset, recipe_data
 from engine.flops import param_counts
-from engine.io import CheckpointError, load_checkpoint
+from engine.io import load_checkpoint
 from engine.methods import METHODS
 from engine.models import create_model
+from engine.runinfo import RunInfo
 from engine.runlog import RunLog
 from engine.store import set_aside_if_damaged
-from engine.trainer import StageContext, Trainer, recipe_data
+from engine.trainer import StageContext, Trainer
 
 
-def checkpoint_path(run_dir: Path, ref: str, recipe: Recipe | None = None) -> Path:
-    """The file an `init_from` reference names: STAGE -> final.pt, STAGE@E -> checkpoint-E.pt, or final.pt when E
-    is the stage's last epoch. A missing epoch checkpoint is an error, never a silent fall-back to final.pt."""
-    name, _, epoch = ref.partition("@")
-    stage_dir = run_dir / name
-    if not epoch:
-        return stage_dir / "final.pt"
-    path = stage_dir / f"checkpoint-{epoch}.pt"
-    if path.exists():
-        return path
-    stages = {s.name: s for s in recipe.stage} if recipe is not None else {}
-    if name in stages and int(epoch) == stages[name].epochs:
-        return stage_dir / "final.pt"
-    raise CheckpointError(f"{path}: checkpoint not found (init_from = '{ref}' needs stage '{name}' saved at epoch "
-                          f"{epoch}; rerun that stage, e.g. in a new run directory)")
-
-
-def build_stage_model(
-    recipe: Recipe, stage: StageConfig, index: int, num_classes: int, run_dir: Path
-) -> torch.nn.Module:
-    """The stage's starting model: seeded fresh init, then an earlier stage's weights if `init_from` says so."""
-    torch.manual_seed((recipe.run.seed if stage.seed is None else stage.seed) + 1000 * index)
+def build_stage_model(recipe: Recipe, index: int, num_classes: int, run_dir: Path) -> torch.nn.Module:
+    """Stage `index`'s starting model: seeded fresh init, then an earlier stage's weights if `init_from` says so."""
+    stage, info = recipe.stage[index], RunInfo.of(recipe, index, run_dir)
+    torch.manual_seed(info.seeds.model)
     if not stage.init_from:
         return create_model(recipe.model.arch, num_classes, recipe.model.width, **recipe.model.options())
-    state = load_checkpoint(checkpoint_path(run_dir, stage.init_from, recipe))
+    state = load_checkpoint(info.checkpoint(stage.init_from))
     # a checkpoint of a physically pruned network says how to build it (e.g. Early-Bird's channel cfg)
     kwargs = {**recipe.model.options(), **state.get("model_kwargs", {})}
     model = create_model(recipe.model.arch, num_classes, recipe.model.width, **kwargs)
     model.load_state_dict(state["model"])
     model.model_kwargs = dict(state.get("model_kwargs", {}))  # type: ignore[assignment]
     return model
+
+
+def stage_trainer(recipe: Recipe, index: int, run_dir: Path, data: Dataset, log: RunLog, device: torch.device,
+                  steps_before: int = 0, steps_total: int = 1) -> Trainer:
+    """The trainer of stage `index` with its starting model and its method, as a run builds it (`repro sparsity
+    --recipe` builds the same to show the masks a sparse stage starts from)."""
+    stage = recipe.stage[index]
+    model = build_stage_model(recipe, index, data.num_classes, run_dir)
+    ctx = StageContext(stage=stage, info=RunInfo.of(recipe, index, run_dir), device=device, data=data, log=log,
+                       steps_before=steps_before, steps_total=steps_total)
+    return Trainer(ctx, model, METHODS[stage.method])
+
+
+def starting_masks(recipe: Recipe, index: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The masks sparse stage `index` starts from, drawn exactly as its training draws them (the same seeded model,
+    training loader, mask seed and rule: the stage's own method sets them up), without training or writing."""
+    stage = recipe.stage[index]
+    if not getattr(METHODS[stage.method], "sparse", False):
+        raise ValueError(f"stage '{stage.name}' ({stage.method}) is not a sparse stage: it has no masks")
+    if stage.init_from:
+        raise ValueError(f"stage '{stage.name}' starts from the weights of '{stage.init_from}' (init_from): its masks "
+                         "depend on that stage's training")
+    nowhere = Path("/nonexistent")  # a fresh sparse stage reads no file of its run and this writes none
+    trainer = stage_trainer(recipe, index, nowhere, recipe_data(recipe), RunLog(nowhere, enabled=False), device)
+    trainer.method.setup()
+    return trainer.method.masking.state_dict()["masks"]
 
 
 def run_recipe(
@@ -73,10 +83,7 @@ def run_recipe(
             flops += float(cost.get("total", 0.0))
             continue
         log.status(stage=stage.name, stage_index=index, epoch=0, epochs=stage.epochs)
-        model = build_stage_model(recipe, stage, index, data.num_classes, run_dir)
-        ctx = StageContext(recipe=recipe, stage=stage, index=index, run_dir=run_dir, device=device, data=data,
-                           log=log, steps_before=before, steps_total=total)
-        trainer = Trainer(ctx, model, METHODS[stage.method])
+        trainer = stage_trainer(recipe, index, run_dir, data, log, device, steps_before=before, steps_total=total)
         trainer.fit(resume=resume)
         dist.barrier()  # later stages read this stage's files, written by rank 0
         before += steps[index]

@@ -1,14 +1,23 @@
-"""Learning-rate schedules of the five papers, as pure functions of (epoch, progress within the epoch)."""
+"""Learning-rate schedules of the five papers, as pure functions of (epoch, progress within the epoch).
+
+Every rule lives here: the recipe's `[schedule]` (`lr_at`), the linear warm-up, the cyclic triangle (FGE and the
+Sup-tickets cycles), step decay, EDST's phases and Sup-tickets' pre-training + cycles; methods call them.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from engine.config import ScheduleConfig
+from engine.config.params import EDSTParams, SupTicketsParams
 
 
-def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: int) -> float:
+def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: int, start: int = 0) -> float:
     """The learning rate for 0-based `epoch` at fraction `frac` in [0, 1) of its steps.
+
+    `start` runs a stage from that absolute epoch of the schedule (Early-Bird's main_c.py --start-epoch): epoch e
+    of the stage is schedule epoch start + e, over start + `epochs` epochs.
 
     multistep: base * gamma^(milestones passed), a milestone m taking effect from epoch index m (PyTorch
     MultiStepLR stepped once per epoch); fractions f give milestone int(f * epochs) as FreeTickets' int(E/2).
@@ -18,6 +27,8 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
     cyclic: fge.py's triangle per step, lr_1 at cycle edges and lr_2 at mid-cycle (cycle in epochs).
     Warm-up (any schedule but cyclic) for the first `warmup_epochs`: see `warmup_lr`.
     """
+    if start:
+        epoch, epochs = epoch + start, epochs + start
     name = cfg.name
     if name != "cyclic":
         warm = warmup_lr(cfg, base_lr, epoch, frac)
@@ -27,7 +38,7 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
         return base_lr
     if name == "multistep":
         marks = list(cfg.milestones) + [int(f * epochs) for f in cfg.milestone_fractions]
-        return base_lr * cfg.gamma ** sum(1 for m in marks if m <= epoch)
+        return step_decay_lr(base_lr, cfg.gamma, marks, epoch)
     if name == "cosine":
         start = cfg.warmup_epochs
         t = (epoch - start + frac) / max(epochs - start, 1)
@@ -42,11 +53,22 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
             factor = 0.01
         return base_lr * factor
     if name == "cyclic":
-        t = ((epoch % cfg.cycle) + frac) / cfg.cycle
-        if t < 0.5:
-            return (1 - 2 * t) * cfg.lr_1 + 2 * t * cfg.lr_2
-        return (2 * t - 1) * cfg.lr_1 + (2 - 2 * t) * cfg.lr_2
+        return cyclic_lr(cfg.lr_1, cfg.lr_2, cfg.cycle, epoch, frac)
     raise ValueError(f"unknown schedule '{name}'")
+
+
+def step_decay_lr(base_lr: float, gamma: float, milestones: Sequence[int], epoch: int) -> float:
+    """base·gamma^(milestones passed), a milestone m taking effect from 0-based epoch m (MultiStepLR per epoch)."""
+    return base_lr * gamma ** sum(1 for m in milestones if m <= epoch)
+
+
+def cyclic_lr(lr_1: float, lr_2: float, cycle: int, epoch: int, frac: float) -> float:
+    """fge.py's triangle per step: with t = ((epoch mod cycle) + frac) / cycle, lr_1 at the cycle's edges (t = 0, 1)
+    and lr_2 at its middle (t = 1/2), linear in between."""
+    t = ((epoch % cycle) + frac) / cycle
+    if t < 0.5:
+        return (1 - 2 * t) * lr_1 + 2 * t * lr_2
+    return (2 * t - 1) * lr_1 + (2 - 2 * t) * lr_2
 
 
 def warmup_lr(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float) -> float | None:
@@ -100,3 +122,29 @@ def edst_lr(base_lr: float, epoch: int, epochs: int, explore: int, phases: int,
     events = [(explore, 0, refine_lr)] + [(b, 1, low_lr) for b in mids] + [(b, 2, refine_lr) for b in restarts]
     passed = [e for e in events if e[0] < epoch + 1]
     return max(passed)[2] if passed else base_lr
+
+
+def edst_stage_lr(cfg: ScheduleConfig, p: EDSTParams, base_lr: float, epoch: int, frac: float, epochs: int) -> float:
+    """An EDST stage's learning rate: the warm-up of its `[schedule]` while exploring, then `edst_lr`'s absolute
+    per-phase rates (the rest of the schedule table is unused, as `--nolrsche` / ImageNet's train_loop)."""
+    if epoch < p.epochs_explo:
+        warm = warmup_lr(cfg, base_lr, epoch, frac)
+        if warm is not None:
+            return warm
+    return edst_lr(base_lr, epoch, epochs, p.epochs_explo, p.model_num, p.refine_lr, p.low_lr,
+                   p.phase_schedule or None)
+
+
+def suptickets_lr(cfg: ScheduleConfig, p: SupTicketsParams, base_lr: float, epoch: int, frac: float,
+                  epochs: int) -> float:
+    """A Sup-tickets stage's learning rate. Pre-training (the first P epochs, `p.budget`): the warm-up of its
+    `[schedule]`, then x0.1 at each milestone (`p.milestones`, else int(P/2) and int(3P/4)); then the cyclic
+    triangle from lr_1 to lr_2 and back every `p.cycle` epochs, restarting at epoch P."""
+    pretrain = p.budget(epochs)[0]
+    if epoch < pretrain:
+        warm = warmup_lr(cfg, base_lr, epoch, frac)
+        if warm is not None:
+            return warm
+        marks = p.milestones or (int(0.5 * pretrain), int(0.75 * pretrain))
+        return step_decay_lr(base_lr, 0.1, marks, epoch)
+    return cyclic_lr(p.lr_1, p.lr_2, p.cycle, epoch - pretrain, frac)

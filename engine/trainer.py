@@ -1,7 +1,9 @@
 """The one training loop: every method runs inside it.
 
-The trainer owns the epoch/step loop, the learning-rate schedule, precision, the device, evaluation,
-metrics and checkpoints. A method (engine/methods/) supplies the paper's algorithm through hooks.
+The trainer owns the epoch/step loop, precision, the device, evaluation, metrics and checkpoints. A method
+(engine/methods/) supplies the paper's algorithm through hooks, and the learning rate (a rule of
+engine/schedules.py). A measure-only method (`trains = False`, Early-Bird's prune stage) gets, per epoch, one pass
+of its evaluation forward over the training data instead of training: its metrics, no steps, no training FLOPs.
 Nothing in the step syncs with the host; loss and accuracy are summed on the device and read once an epoch.
 """
 
@@ -11,22 +13,26 @@ import functools
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from engine import dist
-from engine.config import Recipe, StageConfig
-from engine.data import Augment, Dataset, DeviceLoader, load_dataset, make_loader
+from engine.config import StageConfig
+from engine.data import Dataset, make_loader, make_loaders
 from engine.device import amp_dtype, autocast
 from engine.evaluate import evaluate, predict_probs
 from engine.flops import CostMeter, layer_flops
 from engine.io import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from engine.runinfo import RunInfo
 from engine.runlog import RunLog
-from engine.schedules import lr_at
+from engine.trajectory import ORIGINAL_IMAGES, OURS_IMAGES, original_epochs
+
+if TYPE_CHECKING:
+    from engine.methods.base import Method
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,109 +41,52 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class StageContext:
-    """Everything a stage needs from the run around it."""
+    """Everything a stage needs from the run around it: its config, what it may read of the run (RunInfo, which its
+    method is handed too), the device, the loaded data set and the run's log."""
 
-    recipe: Recipe
     stage: StageConfig
-    index: int
-    run_dir: Path
+    info: RunInfo
     device: torch.device
     data: Dataset
     log: RunLog
     steps_before: int = 0  # optimizer steps of earlier stages, for overall progress
     steps_total: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stage_dir(self) -> Path:
-        return self.run_dir / self.stage.name
-
-
-def recipe_data(recipe: Recipe) -> Dataset:
-    """The recipe's data set, cut to the first `train_subset`/`test_subset` images when those are set."""
-    d = recipe.data
-    data = load_dataset(d.dataset, d.root or None, val_split=d.val_split, image_size=d.image_size,
-                        resize=d.resize, workers=d.workers)
-    if d.train_subset:
-        data.train = data.train.subset(d.train_subset)
-    if d.test_subset:
-        data.test = data.test.subset(d.test_subset)
-        if data.val is not None:
-            data.val = data.val.subset(d.test_subset)
-    return data
-
-
-def make_loaders(recipe: Recipe, data: Dataset, device: torch.device, seed: int | None = None,
-                 batch_size: int | None = None) -> tuple[DeviceLoader, DeviceLoader]:
-    """The training loader (shuffled, augmented) and the evaluation loader of a recipe.
-
-    `[data].batch_size` is the global batch: under DDP each of N ranks draws batch_size / N images a step, so a
-    recipe optimises the same way on any number of GPUs (`batch_size`, a stage's own, replaces it). Every rank
-    evaluates the whole evaluation split.
-    """
-    d = recipe.data
-    world = dist.world()
-    batch = batch_size or d.batch_size
-    if batch % world:
-        raise ValueError(f"the batch size ({batch}) is the global batch and must divide evenly over {world} processes")
-    aug = Augment(crop_pad=d.crop_pad, pad_mode=d.pad_mode, flip=d.flip)
-    cl = recipe.run.channels_last and device.type == "cuda"
-    train = make_loader(data.train, batch // world, device=device, train=True, augment=aug,
-                        normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
-                        rank=dist.rank(), world_size=dist.world())
-    if d.val_augment and data.val is not None:  # the originals score the held-out split through the train transform
-        test = make_loader(data.eval, d.eval_batch_size, device=device, train=True, augment=aug,
-                           normalize=d.normalize, seed=recipe.run.seed if seed is None else seed, channels_last=cl,
-                           rank=0, world_size=1)
-    else:
-        test = make_loader(data.eval, d.eval_batch_size, device=device, train=False,
-                           normalize=d.normalize, channels_last=cl)
-    return train, test
-
-
-def build_optimizer(cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD or Adam over the trainable parameters, weight decay on all of them as the originals do."""
-    params: list = [p for p in model.parameters() if p.requires_grad]
-    if not cfg.bn_weight_decay:
-        bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-              for p in m.parameters()}
-        params = [{"params": [p for p in params if id(p) not in bn]},
-                  {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov)
+        return self.info.run_dir / self.stage.name
 
 
 class Trainer:
     """Trains `model` for one stage with the stage's method; resumable from `<stage>/last.pt`."""
 
-    def __init__(self, ctx: StageContext, model: torch.nn.Module, method_cls: type) -> None:
+    def __init__(self, ctx: StageContext, model: torch.nn.Module, method_cls: type[Method]) -> None:
         self.ctx = ctx
-        self.cfg = ctx.stage
-        self.device = ctx.device
-        self.amp_dtype = amp_dtype(ctx.device, ctx.recipe.run.precision)
+        self.cfg, self.info, self.data, self.log, self.device = ctx.stage, ctx.info, ctx.data, ctx.log, ctx.device
+        run = ctx.info.run
+        self.amp_dtype = amp_dtype(ctx.device, run.precision)
         self.amp = functools.partial(autocast, ctx.device, self.amp_dtype)
-        if ctx.recipe.run.channels_last and ctx.device.type == "cuda":
+        if run.channels_last and ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model_kwargs: dict[str, Any] = dict(getattr(model, "model_kwargs", {}))  # how to rebuild the model
         self.model = model.to(ctx.device)
-        self.train_loader, self.eval_loader = make_loaders(ctx.recipe, ctx.data, ctx.device, self.cfg.seed,
-                                                           self.cfg.batch_size)
-        self.method = method_cls(self, self.cfg.params)
+        self.train_loader, self.eval_loader = make_loaders(ctx.info.data, ctx.data, ctx.device, ctx.info.seeds.loader,
+                                                           channels_last=run.channels_last,
+                                                           batch_size=self.cfg.batch_size)
+        self.method = method_cls(self, ctx.stage, ctx.info)
         self.model = self.method.prepare_model(self.model).to(ctx.device)
         fwd: torch.nn.Module = self.model
         if dist.world() > 1:  # gradients averaged across ranks; the loop is otherwise unchanged
             fwd = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        self.forward_model = torch.compile(fwd) if ctx.recipe.run.compile else fwd
+        self.forward_model = torch.compile(fwd) if run.compile else fwd
         self.optimizer = self.method.build_optimizer()
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken in this stage
         self.best_acc = -math.inf
         self.best_epoch = 0  # the epoch that scored best_acc (0: none evaluated yet)
         self.last_eval: dict[str, float] = {}
-        self.cost = CostMeter(layer_flops(self.model, ctx.data.train.image_shape))
+        self.cost = CostMeter(layer_flops(self.model, self.data.train.image_shape))
 
     # ---- paths -------------------------------------------------------------------------------------
     @property
@@ -145,9 +94,8 @@ class Trainer:
         return self.ctx.stage_dir
 
     def lr(self, epoch: int, frac: float) -> float:
-        """The learning rate at a point of the stage: the method's own schedule if it has one, else the recipe's."""
-        own = self.method.lr(epoch, frac)
-        return lr_at(self.cfg.schedule, self.cfg.optimizer.lr, epoch, frac, self.cfg.epochs) if own is None else own
+        """The learning rate at a point of the stage, as the method's schedule (engine.schedules) gives it."""
+        return self.method.lr(epoch, frac)
 
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -184,10 +132,10 @@ class Trainer:
         self.method.setup()
         if resume and last.exists():
             self.load_state_dict(load_checkpoint(last, self.device))
-            self.ctx.log.log(f"stage {self.cfg.name}: resumed after epoch {self.epoch}")
+            self.log.log(f"stage {self.cfg.name}: resumed after epoch {self.epoch}")
             self.save_epoch_checkpoint(only_missing=True)  # written by an older version after last.pt, maybe lost
         self.settle_best()  # a best-pending.pt of a killed epoch: promoted if last.pt recorded it, else dropped
-        log, nb = self.ctx.log, len(self.train_loader)
+        log, nb = self.log, len(self.train_loader)
         log.truncate_metrics(lambda r: r.get("stage") != self.cfg.name
                              or (r.get("epoch", 0) <= self.epoch and not r.get("final")))
         log.progress.start(f"{self.cfg.name} ({self.cfg.method})", self.cfg.epochs * nb, self.epoch * nb)
@@ -196,7 +144,8 @@ class Trainer:
                 log.log(f"stage {self.cfg.name}: {self.cfg.method} ended the stage after epoch {self.epoch}")
                 break
             t0 = time.perf_counter()
-            loss_sum, correct, seen = self.train_epoch(epoch)
+            trains = self.method.trains
+            loss_sum, correct, seen = self.train_epoch(epoch) if trains else self.measure_epoch(epoch)
             sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
             sums = dist.all_reduce_sum(sums).cpu()  # the epoch's one host sync (and the ranks agree on NaN)
             seen = int(sums[2])
@@ -208,16 +157,16 @@ class Trainer:
                     f"last good checkpoint kept: {last if last.exists() else 'none yet'}"
                 )
             self.epoch = epoch + 1
-            growth, interval = self.method.growth_cost()
-            self.cost.add(1, seen, self.method.densities(), growth=growth, update_interval=interval)
-            record: dict[str, Any] = {
-                "stage": self.cfg.name, "epoch": self.epoch, "step": self.step,
-                "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc,
-                "time": elapsed, "img_s": seen / max(elapsed, 1e-9), "train_flops": self.cost.total,
-            }
+            record: dict[str, Any] = {"stage": self.cfg.name, "epoch": self.epoch}
+            if trains:  # a measure-only epoch takes no step, so it has no learning rate and costs no training FLOPs
+                growth, interval = self.method.growth_cost()
+                self.cost.add(1, seen, self.method.densities(), growth=growth, update_interval=interval)
+                record.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"])
+            record.update(train_loss=train_loss, train_acc=train_acc, time=elapsed, img_s=seen / max(elapsed, 1e-9),
+                          train_flops=self.cost.total)
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
                 ev = self.evaluate()
-                split = self.ctx.data.eval_name
+                split = self.data.eval_name
                 record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"]})
                 if "acc5" in ev:
                     record[f"{split}_acc5"] = ev["acc5"]
@@ -233,13 +182,14 @@ class Trainer:
             self.save_epoch_checkpoint()  # before last.pt: a kill between the two must not lose epoch E for good
             save_checkpoint(last, self.state_dict())
             self.settle_best(self.epoch)
-            done = self.ctx.steps_before + self.step
+            done = self.ctx.steps_before + (self.step if trains else self.epoch * nb)
             log.status(stage=self.cfg.name, epoch=self.epoch, epochs=self.cfg.epochs,
                        progress=round(done / max(self.ctx.steps_total, 1), 4), last=_short(record))
-            acc = record.get(f"{self.ctx.data.eval_name}_acc")
-            log.log(f"{self.cfg.name} epoch {self.epoch}/{self.cfg.epochs} lr {record['lr']:.4g} "
-                    f"loss {train_loss:.4f} train {train_acc:.2f}%"
-                    + (f" {self.ctx.data.eval_name} {acc:.2f}%" if acc is not None else "")
+            acc = record.get(f"{self.data.eval_name}_acc")
+            log.log(f"{self.cfg.name} epoch {self.epoch}/{self.cfg.epochs} "
+                    + (f"lr {record['lr']:.4g} " if trains else "measured: ")
+                    + f"loss {train_loss:.4f} train {train_acc:.2f}%"
+                    + (f" {self.data.eval_name} {acc:.2f}%" if acc is not None else "")
                     + f" ({record['img_s']:.0f} img/s)")
         self.finish()
 
@@ -308,7 +258,30 @@ class Trainer:
             loss_sum += total.detach().float() * y.numel()
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
-            self.ctx.log.progress.advance()
+            self.log.progress.advance()
+        return loss_sum, correct, seen
+
+    @torch.no_grad()
+    def measure_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """A measure-only stage's pass over the training data (the batches `train_epoch` would see): the method's
+        evaluation forward in eval mode, no gradient, no step, so no weight or BN statistic moves. Returns the same
+        device-side sums as `train_epoch`, of the plain cross-entropy."""
+        model, method = self.model, self.method
+        model.eval()
+        loader = self.train_loader
+        loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in loader:
+            with self.amp():
+                out = method.eval_forward(x)
+                loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+            loss_sum += loss.float() * y.numel()
+            correct += (out.argmax(1) == y).sum()
+            seen += y.numel()
+            self.log.progress.advance()
+        model.train()
         return loss_sum, correct, seen
 
     def evaluate(self) -> dict[str, float]:
@@ -317,8 +290,8 @@ class Trainer:
         if self.eval_loader.train:  # `val_augment`: fresh crops and flips at every evaluation, as the originals draw
             self.eval_loader.set_epoch(self.epoch)
         out = evaluate(self.method.eval_forward, self.eval_loader, self.amp,
-                       accuracy=self.ctx.recipe.data.eval_accuracy)
-        if self.ctx.data.num_classes < 100:
+                       accuracy=self.info.data.eval_accuracy)
+        if self.data.num_classes < 100:
             out.pop("acc5", None)  # top-5 is reported for ImageNet / CIFAR-100 only
         self.model.train()
         self.last_eval = out
@@ -340,18 +313,16 @@ class Trainer:
         count. The trainer calls this before `method.end_epoch`, so an EDST phase's last point is its ticket, not
         the network after the prune-and-regrow jump that end_epoch then makes.
         """
-        from engine.analyses.tsne import ORIGINAL_IMAGES, OURS_IMAGES, original_epochs
-
-        opts = self.ctx.recipe.analysis
+        opts = self.info.analysis
         original = opts.tsne_protocol == "original"
         if original and self.epoch not in original_epochs(self.cfg.epochs):
             return
         path = self.stage_dir / "trajectory.pt"
         if not hasattr(self, "_trajectory"):
             k = opts.tsne_images or (ORIGINAL_IMAGES if original else OURS_IMAGES)
-            test = self.ctx.data.test
-            self._traj_loader = make_loader(test.subset(k), self.ctx.recipe.data.eval_batch_size,
-                                            device=self.device, train=False, normalize=self.ctx.recipe.data.normalize)
+            test = self.data.test
+            self._traj_loader = make_loader(test.subset(k), self.info.data.eval_batch_size,
+                                            device=self.device, train=False, normalize=self.info.data.normalize)
             self._trajectory: dict[str, list[Any]] = {"epoch": [], "member": [], "outputs": []}
             if path.exists():  # resumed: keep the points up to the restored epoch
                 old = load_checkpoint(path)
@@ -398,10 +369,10 @@ class Trainer:
             ev = self.test_scores()
             self.model.load_state_dict(weights)  # final.pt below holds the final weights, as for every stage
             final.update(keep="best", best_epoch=int(best["epoch"]), test_loss=ev["loss"], test_acc=ev["acc"])
-            self.ctx.log.metric(final)
-        elif self.ctx.data.val is not None:
+            self.log.metric(final)
+        elif self.data.val is not None:
             ev = self.test_scores()
-            self.ctx.log.metric({**final, "test_loss": ev["loss"], "test_acc": ev["acc"]})
+            self.log.metric({**final, "test_loss": ev["loss"], "test_acc": ev["acc"]})
         save_checkpoint(self.stage_dir / "final.pt", {"model": self.model.state_dict(),
                         "method": self.method.state_dict(), "epoch": self.epoch, "cost": self.cost.state_dict(),
                         "model_kwargs": self.model_kwargs})
@@ -410,9 +381,9 @@ class Trainer:
     def test_scores(self) -> dict[str, float]:
         """Loss and accuracy of the current weights on the official test split (eval mode)."""
         self.model.eval()
-        loader = make_loader(self.ctx.data.test, self.ctx.recipe.data.eval_batch_size, device=self.device,
-                             train=False, normalize=self.ctx.recipe.data.normalize)
-        ev = evaluate(self.method.eval_forward, loader, self.amp, accuracy=self.ctx.recipe.data.eval_accuracy)
+        loader = make_loader(self.data.test, self.info.data.eval_batch_size, device=self.device,
+                             train=False, normalize=self.info.data.normalize)
+        ev = evaluate(self.method.eval_forward, loader, self.amp, accuracy=self.info.data.eval_accuracy)
         self.model.train()
         return ev
 

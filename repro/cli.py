@@ -395,32 +395,71 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
 
 
 @cli.command()
-@click.option("--arch", required=True, help="Registry name, e.g. wrn-28-10.")
-@click.option("--init", "init", required=True, help="uniform, uniform_plus, ER, ERK, ERK_plus, snip, grasp, ...")
-@click.option("--density", type=float, required=True)
+@click.option("--arch", help="Registry name, e.g. wrn-28-10.")
+@click.option("--init", "init", help="uniform, uniform_plus, ER, ERK, ERK_plus, pruning, prune_uniform, ...")
+@click.option("--density", type=float)
 @click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True)
 @click.option("--width", type=float, default=1.0, show_default=True)
 @click.option("--erk-power-scale", type=float, default=1.0, show_default=True)
 @click.option("--fc-density", type=float, default=1.0, show_default=True, help="ERK_plus: the classifier's density.")
 @click.option("--dense", "dense", multiple=True, metavar="PATTERN", help="Weights left dense (fnmatch on names).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--recipe", "recipe_ref", metavar="RECIPE",
+              help="Instead of --arch/--init/--density: the masks this recipe's sparse stage starts from "
+                   "(snip and grasp score its training data).")
+@click.option("--stage", "stage_name", metavar="NAME", help="With --recipe: the stage (default: the first sparse one).")
+@click.option("--set", "sets", multiple=True, metavar="K=V", help="With --recipe: override a dotted key.")
+@click.option("--smoke", is_flag=True, help="With --recipe: the tiny profile.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="With --recipe: where the masks are drawn (as training would draw them there).")
 @click.option("--json", "as_json", is_flag=True)
-def sparsity(arch: str, init: str, density: float, num_classes: int, width: float, erk_power_scale: float,
-             fc_density: float, dense: tuple[str, ...], seed: int, as_json: bool) -> None:
-    """Per-layer densities a sparse init gives, without training (every conv and linear weight is masked)."""
+def sparsity(arch: str | None, init: str | None, density: float | None, num_classes: int, width: float,
+             erk_power_scale: float, fc_density: float, dense: tuple[str, ...], seed: int, recipe_ref: str | None,
+             stage_name: str | None, sets: tuple[str, ...], smoke: bool, device: str, as_json: bool) -> None:
+    """Per-layer densities a sparse init gives, without training: an architecture's expected densities (every conv
+    and linear weight masked), or with --recipe the masks that recipe's sparse stage starts from."""
+    if recipe_ref:
+        if arch or init or density is not None:
+            raise UsageProblem("--recipe takes the model and the sparse init from the recipe; drop --arch, --init "
+                               "and --density")
+        result, title = _recipe_sparsity(recipe_ref, stage_name, sets, smoke, device)
+    else:
+        missing = [f"--{k}" for k, v in (("arch", arch), ("init", init), ("density", density)) if v is None]
+        if missing:
+            raise UsageProblem(f"give {', '.join(missing)} (or --recipe)")
+        result, title = _arch_sparsity(arch, init, density, num_classes, width, erk_power_scale, fc_density, dense,
+                                       seed)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    t = Table("layer", "shape", "numel", "density", title=f"{title}: overall {result['overall_density']:.6f}")
+    for row in result["layers"]:
+        t.add_row(row["name"], "x".join(map(str, row["shape"])), str(row["numel"]), f"{row['density']:.6f}")
+    out_console.print(t)
+
+
+def _layer_rows(params: dict, dens: dict[str, float]) -> dict:  # noqa: ANN001 - name -> tensor
+    """`repro sparsity`'s result: every masked layer's shape, size and density, and the overall density."""
+    from engine.sparse.inits import overall_density  # deferred with the rest of torch: the CLI starts without it
+
+    layers = [{"name": n, "shape": list(p.shape), "numel": p.numel(), "density": dens[n]} for n, p in params.items()]
+    return {"overall_density": overall_density(params, dens), "layers": layers}
+
+
+def _arch_sparsity(arch: str, init: str, density: float, num_classes: int, width: float, erk_power_scale: float,
+                   fc_density: float, dense: tuple[str, ...], seed: int) -> tuple[dict, str]:
+    """The expected per-layer densities of an init on a freshly seeded `arch` (magnitude pruning: the realised masks
+    of its weights). SNIP and GraSP score the training data of a recipe with the default `[data]` (digits) and
+    `run.seed` = `seed`, as its training would; `--recipe` shows a real recipe's."""
+    # deferred: torch and the engine load only for this command, so the CLI starts fast
     import torch
     from pydantic import ValidationError
 
-    from engine.config import SparseConfig
+    from engine.config import Recipe, SparseConfig
+    from engine.data import make_loaders, recipe_data
     from engine.models import UnknownArch, create_model
-    from engine.sparse.inits import (
-        grasp_scores,
-        layer_densities,
-        magnitude_masks,
-        maskable,
-        overall_density,
-        snip_scores,
-    )
+    from engine.seeds import stage_seeds
+    from engine.sparse.inits import MAGNITUDE_INITS, initial_densities, initial_masks, maskable
 
     try:
         cfg = SparseConfig(density=density, init=init, erk_power_scale=erk_power_scale, fc_density=fc_density,
@@ -435,30 +474,59 @@ def sparsity(arch: str, init: str, density: float, num_classes: int, width: floa
     except (UnknownArch, ValueError) as e:
         raise UsageProblem(str(e)) from None
     params = maskable(model, cfg.dense_layers)
-    if cfg.init in ("pruning", "prune_global", "prune_uniform"):
-        scope = "uniform" if cfg.init == "prune_uniform" else "global"
-        masks = magnitude_masks(params, cfg.density, scope)
-        dens = {n: float(m.float().mean()) for n, m in masks.items()}
-    else:
-        scores = None
-        if cfg.init in ("snip", "grasp"):
-            from engine.data import DeviceLoader, load_dataset
+    seeds = stage_seeds(seed, None, 0)
+    generator = torch.Generator().manual_seed(seeds.masks)
+    if cfg.init in MAGNITUDE_INITS:
+        masks = initial_masks(model, list(params), cfg, cfg.density, generator)
+        return _layer_rows(params, {n: float(m.float().mean()) for n, m in masks.items()}), f"{arch} {init} d={density}"
+    loader, classes = None, num_classes
+    if cfg.init in ("snip", "grasp"):
+        recipe = Recipe.model_validate({"name": "sparsity", "paper": "demo", "run": {"seed": seed},
+                                        "model": {"arch": arch, "width": width},
+                                        "stage": [{"name": "sparse", "method": "fix", "epochs": 1}]})
+        data = recipe_data(recipe)
+        if data.num_classes != num_classes:
+            raise UsageProblem(f"--init {cfg.init} scores the default training data ({recipe.data.dataset}, "
+                               f"{data.num_classes} classes): use --num-classes {data.num_classes}, or --recipe")
+        loader = make_loaders(recipe.data, data, torch.device("cpu"), seeds.loader)[0]
+    dens = initial_densities(model, list(params), cfg, cfg.density, generator, loader, classes)
+    return _layer_rows(params, dens), f"{arch} {init} d={density}"
 
-            x, y = next(iter(DeviceLoader(load_dataset("digits").train, 128, train=False, normalize="digits")))
-            fn = snip_scores if cfg.init == "snip" else grasp_scores
-            scores = fn(model, x, y % num_classes, list(params))
-        dens = layer_densities(model, cfg.init, cfg.density, dense=cfg.dense_layers,
-                               erk_power_scale=cfg.erk_power_scale, fc_density=cfg.fc_density, scores=scores)
-    layers = [{"name": n, "shape": list(p.shape), "numel": p.numel(), "density": dens[n]} for n, p in params.items()]
-    result = {"overall_density": overall_density(params, dens), "layers": layers}
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    t = Table("layer", "shape", "numel", "density", title=f"{arch} {init} d={density}: overall "
-              f"{result['overall_density']:.6f}")
-    for row in layers:
-        t.add_row(row["name"], "x".join(map(str, row["shape"])), str(row["numel"]), f"{row['density']:.6f}")
-    out_console.print(t)
+
+def _recipe_sparsity(ref: str, stage_name: str | None, sets: tuple[str, ...], smoke: bool,
+                     device: str) -> tuple[dict, str]:
+    """The realised per-layer densities of the masks a recipe's sparse stage starts from (engine.runner
+    .starting_masks: the stage's own method draws them, as training does)."""
+    # deferred: torch and the engine load only for this command, so the CLI starts fast
+    from engine.config import suggest
+    from engine.device import resolve_device
+    from engine.methods import METHODS
+    from engine.runner import starting_masks
+
+    resolved = load(ref, sets, smoke)
+    if len(resolved) > 1:
+        raise UsageProblem(f"{ref} sweeps into {len(resolved)} runs ({', '.join(r.tag for r in resolved)}); pick one "
+                           "with --set KEY=VALUE")
+    recipe = resolved[0].recipe
+    names = [s.name for s in recipe.stage]
+    if stage_name is None:
+        sparse = [i for i, s in enumerate(recipe.stage) if getattr(METHODS[s.method], "sparse", False)]
+        if not sparse:
+            raise UsageProblem(f"{recipe.name} has no sparse stage")
+        index = sparse[0]
+    elif stage_name in names:
+        index = names.index(stage_name)
+    else:
+        raise UsageProblem(f"--stage: {recipe.name} has no stage '{stage_name}'{suggest(stage_name, names)}")
+    try:
+        masks = starting_masks(recipe, index, resolve_device(device))
+    except ValueError as e:
+        raise UsageProblem(str(e)) from None
+    dens = {n: float(m.float().mean()) for n, m in masks.items()}
+    stage = recipe.stage[index]
+    scfg = stage.sparse
+    what = f"{scfg.init} d={scfg.density}" if scfg is not None else "default sparse init"
+    return _layer_rows(masks, dens), f"{recipe.name} stage {stage.name} ({stage.method}, {what}), the starting masks"
 
 
 @cli.command()

@@ -17,8 +17,10 @@ from torch import nn
 
 from engine import trainer as tr
 from engine.config import Recipe
+from engine.data import recipe_data
 from engine.methods import METHODS
 from engine.models import create_model
+from engine.runinfo import RunInfo
 from engine.runlog import RunLog
 from repro.launch import Outcome, execute
 from repro.recipe import load
@@ -58,12 +60,12 @@ def stopped_at(epoch: int, stage: str | None = None, exc: type[BaseException] = 
         tr.Trainer.train_epoch = orig  # type: ignore[method-assign]
 
 
-def digits_trainer(tmp_path: Path, method: str, sparse: dict[str, Any], params: dict[str, Any] | None = None,
-                   epochs: int = 2, *, train_subset: int = 320, test_subset: int = 160, val: int = 0,
-                   analysis: dict[str, Any] | None = None, record: bool = False, seed: int = 0) -> tr.Trainer:
-    """A Trainer for one stage of `method` on digits with cifar_resnet_8 at half width (batch 32: 10 steps an
-    epoch for 320 images), built without a run directory's logs, for tests that drive it step by step."""
-    recipe = Recipe.model_validate({
+def sparse_digits_recipe(method: str, sparse: dict[str, Any], params: dict[str, Any] | None = None, epochs: int = 2,
+                         *, train_subset: int = 320, test_subset: int = 160, val: int = 0,
+                         analysis: dict[str, Any] | None = None, record: bool = False) -> Recipe:
+    """One stage of `method` on digits with cifar_resnet_8 at half width (batch 32: 10 steps an epoch for 320
+    images), validated."""
+    return Recipe.model_validate({
         "name": "t", "paper": "demo", "model": {"arch": "cifar_resnet_8", "width": 0.5},
         "data": {"dataset": "digits", "train_subset": train_subset, "test_subset": test_subset, "batch_size": 32,
                  "val_split": val},
@@ -71,9 +73,18 @@ def digits_trainer(tmp_path: Path, method: str, sparse: dict[str, Any], params: 
                    "record_predictions": record}],
         "analysis": analysis or {},
     })
+
+
+def digits_trainer(tmp_path: Path, method: str, sparse: dict[str, Any], params: dict[str, Any] | None = None,
+                   epochs: int = 2, *, train_subset: int = 320, test_subset: int = 160, val: int = 0,
+                   analysis: dict[str, Any] | None = None, record: bool = False, seed: int = 0) -> tr.Trainer:
+    """A Trainer for the `sparse_digits_recipe` stage, built without a run directory's logs, for tests that drive
+    it step by step."""
+    recipe = sparse_digits_recipe(method, sparse, params, epochs, train_subset=train_subset, test_subset=test_subset,
+                                  val=val, analysis=analysis, record=record)
     torch.manual_seed(seed)
-    ctx = tr.StageContext(recipe=recipe, stage=recipe.stage[0], index=0, run_dir=tmp_path, device=torch.device("cpu"),
-                          data=tr.recipe_data(recipe), log=RunLog(tmp_path, enabled=False))
+    ctx = tr.StageContext(stage=recipe.stage[0], info=RunInfo.of(recipe, 0, tmp_path), device=torch.device("cpu"),
+                          data=recipe_data(recipe), log=RunLog(tmp_path, enabled=False))
     return tr.Trainer(ctx, create_model("cifar_resnet_8", 10, 0.5), METHODS[method])
 
 

@@ -22,11 +22,10 @@ from engine.analyses.context import AnalysisContext
 from engine.bn import update_bn
 from engine.config import ExpectConfig, Recipe
 from engine.curves import CurveNet
-from engine.data import NORMALIZE, Augment, DeviceLoader
+from engine.data import NORMALIZE, Augment, DeviceLoader, recipe_data
 from engine.io import load_checkpoint
 from engine.models import create_model
 from engine.store import read_group
-from engine.trainer import recipe_data
 from repro.recipe import RecipeError, load
 from repro.rundir import read_run
 

@@ -150,8 +150,8 @@ def test_l2_term_by_hand() -> None:
                   for name in params[0])  # every parameter: conv / linear weights and biases, BN affine
     assert float(net.l2.detach()) == pytest.approx(by_hand, rel=1e-5)
     # the method's extra loss is 0.5 * wd * ||w(t)||^2 at the batch's t
-    trainer = SimpleNamespace(model=net, cfg=SimpleNamespace(optimizer=SimpleNamespace(weight_decay=3e-4)))
-    method = Curve(trainer, {})
+    stage = SimpleNamespace(optimizer=SimpleNamespace(weight_decay=3e-4), params={})
+    method = Curve(SimpleNamespace(model=net), stage, SimpleNamespace())
     assert float(method.extra_loss().detach()) == pytest.approx(0.5 * 3e-4 * by_hand, rel=1e-5)
 
 

@@ -139,7 +139,7 @@ def test_l1_subgradient_is_added_to_bn_scales_only() -> None:
         model.a.weight[1] = 0.0  # sign(0) = 0: no push
     trainer = SimpleNamespace(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     for sr, s in ((True, 0.01), (False, 0.01)):
-        method = EBSearch(trainer, {"sr": sr, "s": s})
+        method = EBSearch(trainer, SimpleNamespace(params={"sr": sr, "s": s}), SimpleNamespace())
         method.prepare_model(model)
         method.setup()
         grads = {n: torch.full_like(p, 0.5) for n, p in model.named_parameters()}
@@ -384,6 +384,11 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     assert (info["params_before"], info["flops_before"]) == (p_full, f_full)
     assert (info["params_after"], info["flops_after"]) == (p_pruned, f_pruned)
     assert p_pruned < p_full and f_pruned < f_full
+    # a measure-only stage: no step, no learning rate, no training FLOPs; its row has the pruned network's numbers
+    assert prune["cost"]["total"] == 0.0 and load_checkpoint(run / "prune" / "last.pt")["step"] == 0
+    rows = [x for x in recs if x.get("stage") == "prune"]
+    assert len(rows) == 1 and rows[0]["train_flops"] == 0.0 and not {"lr", "step"} & set(rows[0])
+    assert {"train_loss", "train_acc", "test_acc", "flops_after"} <= set(rows[0])
     # the prune stage's epoch changed nothing: its final weights are the EB ticket's surviving weights
     src = create_model("eb-vgg16", 10, 0.125)
     src.load_state_dict(ticket["model"])

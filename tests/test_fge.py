@@ -11,12 +11,7 @@ import torch
 from digits_recipes import digits_recipe, write_recipe
 from helpers import run_recipe, stopped_at
 
-from engine.analyses import ANALYSES
-from engine.analyses import curve as curve_analysis
-from engine.analyses import plane as plane_analysis
 from engine.io import load_checkpoint
-from engine.methods import METHODS
-from engine.methods.curve import Curve
 from engine.methods.fge import FGE
 from engine.runlog import read_metrics
 from engine.schedules import lr_at
@@ -25,17 +20,9 @@ from repro.launch import execute
 from repro.recipe import RecipeError, load
 
 
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(METHODS, "curve", Curve)
-    monkeypatch.setitem(METHODS, "fge", FGE)
-    monkeypatch.setitem(ANALYSES, "curve", curve_analysis.run)
-    monkeypatch.setitem(ANALYSES, "plane", plane_analysis.run)
-
-
 def _fge(cycle: int) -> FGE:
-    trainer = SimpleNamespace(cfg=SimpleNamespace(schedule=SimpleNamespace(cycle=cycle)))
-    return FGE(trainer, {})
+    stage = SimpleNamespace(schedule=SimpleNamespace(cycle=cycle), params={})
+    return FGE(SimpleNamespace(), stage, SimpleNamespace())
 
 
 def test_members_are_collected_mid_cycle() -> None:

@@ -134,8 +134,7 @@ def test_faithful_and_default_runs_both_finish_and_say_which(tmp_path: Path, rec
 def test_val_augment_scores_the_held_out_split_through_the_train_transform() -> None:
     import torch
 
-    from engine.data import Augment, DeviceLoader
-    from engine.trainer import make_loaders, recipe_data
+    from engine.data import Augment, DeviceLoader, make_loaders, recipe_data
 
     raw = {"name": "tiny", "paper": "demo", "run": {"seed": 3},
            "data": {"dataset": "digits", "normalize": "digits", "val_split": 100, "eval_batch_size": 64,
@@ -147,8 +146,8 @@ def test_val_augment_scores_the_held_out_split_through_the_train_transform() -> 
     plain, aug = validate(raw, "x"), validate({**raw, "data": {**raw["data"], "val_augment": True}}, "x")
     data = recipe_data(plain)
     cpu = torch.device("cpu")
-    _, ev_plain = make_loaders(plain, data, cpu)
-    _, ev_aug = make_loaders(aug, data, cpu)
+    _, ev_plain = make_loaders(plain.data, data, cpu, plain.run.seed)
+    _, ev_aug = make_loaders(aug.data, data, cpu, aug.run.seed)
     ref = DeviceLoader(data.val, 100, train=False, normalize="digits")
     x_ref, y_ref = next(iter(ref))
     xs, ys = zip(*ev_plain)
@@ -188,7 +187,7 @@ def test_eval_accuracy_batch_mean_reaches_the_trainer(tmp_path: Path) -> None:
     model = create_model("cifar_resnet_8", 10, 0.25)
     model.load_state_dict(load_checkpoint(out.run_dir / "train" / "final.pt")["model"])
     model.eval()
-    from engine.trainer import recipe_data
+    from engine.data import recipe_data
 
     data = recipe_data(res.recipe)
     accs, hits, n = [], 0, 0

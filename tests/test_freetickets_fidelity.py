@@ -16,7 +16,7 @@ from digits_recipes import digits_recipe, write_recipe
 from helpers import run_recipe, stopped_at
 
 from engine import trainer as tr
-from engine.data import make_loader
+from engine.data import make_loader, recipe_data
 from engine.evaluate import predict_probs
 from engine.io import load_checkpoint
 from engine.models import create_model
@@ -107,7 +107,7 @@ def test_keep_best_makes_the_best_epoch_the_member(tmp_path: Path, monkeypatch: 
     assert json.loads((stage / "tickets.json").read_text())["members"] == [{"name": "train", "path": "train/best.pt"}]
     # epoch 2's weights on the test split, computed here from checkpoint-2.pt
     res = load(str(write_recipe(tmp_path, TINY)))[0].recipe
-    data = tr.recipe_data(res)
+    data = recipe_data(res)
     model = create_model("cifar_resnet_8", 10, 0.5)
     model.load_state_dict(ep2["model"])
     model.eval()

@@ -18,9 +18,9 @@ from digits_recipes import digits_recipe, write_recipe
 from helpers import REPRO, cli, stopped_at
 
 from engine import trainer as trainer_mod
+from engine.checkpoints import checkpoint_path
 from engine.io import CheckpointError, load_checkpoint, write_text
 from engine.runlog import read_metrics
-from engine.runner import checkpoint_path
 from repro.launch import execute
 from repro.recipe import load
 from repro.rundir import RunLock, is_locked, latest_done, latest_unfinished, read_run
@@ -143,14 +143,15 @@ def test_a_missing_epoch_checkpoint_is_an_error_not_final_pt(tmp_path: Path) -> 
     recipe = load(str(write_recipe(tmp_path, raw, "tiny.toml")))[0].recipe
     (tmp_path / "train").mkdir()
     torch.save({"model": {}}, tmp_path / "train" / "final.pt")
+    epochs = {s.name: s.epochs for s in recipe.stage}
     with pytest.raises(CheckpointError) as e:
-        checkpoint_path(tmp_path, "train@2", recipe)
+        checkpoint_path(tmp_path, "train@2", epochs)
     assert str(e.value) == (f"{tmp_path / 'train' / 'checkpoint-2.pt'}: checkpoint not found (init_from = "
                             "'train@2' needs stage 'train' saved at epoch 2; rerun that stage, e.g. in a new run "
                             "directory)")
-    assert checkpoint_path(tmp_path, "train@3", recipe) == tmp_path / "train" / "final.pt"  # the last epoch
+    assert checkpoint_path(tmp_path, "train@3", epochs) == tmp_path / "train" / "final.pt"  # the last epoch
     torch.save({"model": {}}, tmp_path / "train" / "checkpoint-2.pt")
-    assert checkpoint_path(tmp_path, "train@2", recipe) == tmp_path / "train" / "checkpoint-2.pt"
+    assert checkpoint_path(tmp_path, "train@2", epochs) == tmp_path / "train" / "checkpoint-2.pt"
 
 
 def test_resume_rewrites_an_epoch_checkpoint_an_older_version_lost(run_copy: Path, finished: Path) -> None:

@@ -24,8 +24,8 @@ def stage(method: str, epochs: int, lr: float, params: dict, **schedule: object)
 
 
 def method_lr(cls: type, st: StageConfig) -> object:
-    """A method bound to a stand-in trainer that holds only the stage config (enough for its lr)."""
-    return cls(SimpleNamespace(cfg=st), st.params)
+    """A method of the stage config with a stand-in trainer and run (its lr reads the stage config alone)."""
+    return cls(SimpleNamespace(), st, SimpleNamespace())
 
 
 # ---- warm-up ------------------------------------------------------------------------------------------
@@ -100,8 +100,8 @@ def test_edst_prune_rate_restarts_at_every_jump() -> None:
     st = stage("edst", 310, 0.1, {"epochs_explo": 30, "model_num": 4, "prune_rate_restart": True})
     st.sparse = SparseConfig(prune_rate=0.5, prune_rate_schedule="cosine", prune_rate_min=0.005)
     steps = 10  # per epoch
-    trainer = SimpleNamespace(cfg=st, train_loader=range(steps), step=0)
-    m = EDST(trainer, st.params)
+    trainer = SimpleNamespace(train_loader=range(steps), step=0)
+    m = EDST(trainer, st, SimpleNamespace())
     m.scfg = st.sparse
     for step, rate in {0: 0.5, 500: 0.2525, 1000: 0.5, 1350: 0.2525, 1700: 0.5, 2400: 0.5, 2750: 0.2525,
                        3099: 0.0050025}.items():
@@ -147,7 +147,7 @@ def test_conv_init_reaches_the_model() -> None:
     for mode in ("fan_in", "fan_out"):
         recipe = Recipe.model_validate({"name": "r", "paper": "demo", "model": {"arch": "resnet18", "conv_init": mode},
                                         "stage": [{"name": "s", "method": "train", "epochs": 1}]})
-        model = build_stage_model(recipe, recipe.stage[0], 0, 10, run_dir=None)  # type: ignore[arg-type]
+        model = build_stage_model(recipe, 0, 10, run_dir=None)  # type: ignore[arg-type]
         stds[mode] = float(model.layer4[0].conv1.weight.detach().std())  # 3x3, 256 -> 512
     assert stds["fan_in"] == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.03)  # 0.02946
     assert stds["fan_out"] == pytest.approx((2 / (512 * 9)) ** 0.5, rel=0.03)  # 0.02083

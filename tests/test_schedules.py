@@ -64,7 +64,7 @@ def test_bn_parameters_can_be_left_without_weight_decay() -> None:
 
     from engine.config import OptimizerConfig
     from engine.models import create_model
-    from engine.trainer import build_optimizer
+    from engine.optim import build_optimizer
 
     model = create_model("cifar_resnet_8", 10, 0.5)
     bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}

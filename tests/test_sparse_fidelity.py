@@ -9,18 +9,20 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import digits_trainer
+from helpers import digits_trainer, sparse_digits_recipe
 from torch import nn
 
 from engine.analyses import sparsity
 from engine.analyses.context import AnalysisContext
-from engine.config import SparseConfig
-from engine.data import make_loader
+from engine.config import SparseConfig, StageConfig
+from engine.data import make_loader, make_loaders, recipe_data
 from engine.io import load_checkpoint
 from engine.methods.dst import DST
 from engine.models import create_model
+from engine.seeds import stage_seeds
 from engine.store import read_group
-from engine.trainer import Trainer, make_loaders, recipe_data
+from engine.trainer import Trainer
+from engine.trajectory import original_epochs
 
 # ---- a sparse method on a hand-built layer (no data, no loop) -----------------------------------------------
 
@@ -29,10 +31,12 @@ def bare_dst(model: nn.Module, opt: torch.optim.Optimizer, weights: list[torch.T
              **sparse: object) -> DST:
     """A DST method over `model` (Linear layers) with just the trainer attributes its masks and topology updates
     read, the given weights and masks in place of the initial draw."""
-    cfg = SimpleNamespace(sparse=SparseConfig(init="uniform", density=0.5, update_frequency=10_000, **sparse))
-    ctx = SimpleNamespace(recipe=SimpleNamespace(run=SimpleNamespace(seed=0)), index=0)
-    trainer = SimpleNamespace(cfg=cfg, ctx=ctx, optimizer=opt, model=model, step=0, epoch=0)
-    method = DST(trainer, {})  # type: ignore[arg-type]
+    stage = StageConfig(name="s", method="dst", epochs=1,
+                        sparse=SparseConfig(init="uniform", density=0.5, update_frequency=10_000, **sparse))
+    info = SimpleNamespace(seeds=stage_seeds(0, None, 0))
+    trainer = SimpleNamespace(optimizer=opt, model=model, step=0, epoch=0, train_loader=None,
+                              data=SimpleNamespace(num_classes=2))
+    method = DST(trainer, stage, info)  # type: ignore[arg-type]
     method.setup()
     with torch.no_grad():
         for p, w in zip(method.masking.params, weights):
@@ -131,8 +135,6 @@ def test_full_layers_are_pruned_and_regrown_only_with_the_switch(update_full_lay
 
 
 def test_original_tsne_epochs_by_hand() -> None:
-    from engine.analyses.tsne import original_epochs
-
     # 250 epochs: checkpoint files 0..249 (file i = epoch i + 1), every second one from index 146 (>= 145)
     assert original_epochs(250) == list(range(147, 250, 2)) and len(original_epochs(250)) == 52
     # longer runs keep the original's fixed cut at index 145 (EDST's 450 epochs: 147, 149, ..., 449)
@@ -152,8 +154,8 @@ def _direct_outputs(trainer: Trainer, state: dict, k: int) -> torch.Tensor:
     model = create_model("cifar_resnet_8", 10, 0.5)
     model.load_state_dict(state)
     model.eval()
-    loader = make_loader(trainer.ctx.data.test.subset(k), 1000, device=torch.device("cpu"), train=False,
-                         normalize=trainer.ctx.recipe.data.normalize)
+    loader = make_loader(trainer.data.test.subset(k), 1000, device=torch.device("cpu"), train=False,
+                         normalize=trainer.info.data.normalize)
     with torch.no_grad():
         return torch.cat([model(x) for x, _ in loader])
 
@@ -206,7 +208,7 @@ def test_demo_digits_updates_never_land_on_an_epoch_end() -> None:
     recipe = load("demo_digits")[0].recipe
     stage = recipe.stage[0]
     assert stage.sparse is not None
-    train, _ = make_loaders(recipe, recipe_data(recipe), torch.device("cpu"))
+    train, _ = make_loaders(recipe.data, recipe_data(recipe), torch.device("cpu"), recipe.run.seed)
     steps, f = len(train), stage.sparse.update_frequency
     assert steps == 20  # 1,437 training digits - 200 held out = 1,237, batch 64
     assert steps % f != 0
@@ -215,10 +217,11 @@ def test_demo_digits_updates_never_land_on_an_epoch_end() -> None:
 
 def test_sparsity_reports_nonzero_density_from_the_checkpoint(tmp_path: Path) -> None:
     # 10 steps an epoch, an update every 10 steps: each epoch ends on an update, so the 30% regrown are still zero
-    t = digits_trainer(tmp_path, "dst", {"density": 0.3, "init": "ERK", "update_frequency": 10, "prune_rate": 0.3},
-                       epochs=2)
+    sparse = {"density": 0.3, "init": "ERK", "update_frequency": 10, "prune_rate": 0.3}
+    t = digits_trainer(tmp_path, "dst", sparse, epochs=2)
     t.fit()
-    ctx = AnalysisContext(recipe=t.ctx.recipe, run_dir=tmp_path, device=torch.device("cpu"))
+    recipe = sparse_digits_recipe("dst", sparse, epochs=2)
+    ctx = AnalysisContext(recipe=recipe, run_dir=tmp_path, device=torch.device("cpu"))
     sparsity.run(ctx)
     g = read_group(ctx.h5, "sparsity")
     final = load_checkpoint(tmp_path / "s" / "final.pt")

@@ -10,6 +10,7 @@ import pytest
 from helpers import cli, digits_trainer
 from test_sparse_inits import erk_closed_form
 
+from engine.io import load_checkpoint
 from engine.store import read_group
 
 
@@ -29,6 +30,30 @@ def test_repro_sparsity_erk_wrn_28_10_matches_the_formula() -> None:
     assert bad.stderr.strip() == "error: --init: unknown sparse init 'ERKK'; did you mean 'ERK'?"
     bad = cli("sparsity", "--arch", "wrn-28-10", "--init", "ERK", "--density", "1.5")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --density: Input should be less than or equal to 1"
+
+
+@pytest.mark.parametrize("init", ["snip", "grasp"])
+def test_repro_sparsity_of_a_recipe_shows_the_masks_its_training_starts_from(init: str, tmp_path: Path) -> None:
+    """`repro sparsity --recipe` and training draw the starting masks through one dispatch (the stage's own method):
+    the densities it shows equal, layer by layer, those of the masks a `fix` run of the recipe kept (they never
+    change), for the data-scored rules whose batch the CLI once chose differently."""
+    sets = ["--set", f"train.sparse.init={init}", "--set", "train.epochs=1"]
+    shown = cli("sparsity", "--recipe", "demo_sparse_digits", *sets, "--device", "cpu", "--json", timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    densities = {layer["name"]: layer["density"] for layer in json.loads(shown.stdout)["layers"]}
+    assert len(set(densities.values())) > 1  # layer-wise ratios from the scores, not one uniform density
+    run = cli("run", "demo_sparse_digits", *sets, "--device", "cpu", "--quiet", env={"REPRO_ROOT": str(tmp_path)},
+              timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (run_dir,) = (tmp_path / "demo_sparse_digits").iterdir()
+    masks = load_checkpoint(run_dir / "sparse" / "final.pt")["method"]["masking"]["masks"]
+    assert densities == {n: float(m.float().mean()) for n, m in masks.items()}
+    # without a recipe the rule scores the default [data] (digits) through the same dispatch
+    arch = cli("sparsity", "--arch", "cifar_resnet_8", "--width", "0.5", "--init", init, "--density", "0.2", "--json",
+               timeout=300)
+    assert arch.returncode == 0, arch.stderr
+    assert json.loads(arch.stdout)["overall_density"] == pytest.approx(0.2, abs=1e-3)
+
 
 
 def test_granet_follows_the_cubic_schedule(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from engine.config import Recipe
-from engine.data import Dataset, DeviceLoader, make_loader
+from engine.data import Dataset, DeviceLoader, make_loader, recipe_data
 from engine.device import amp_dtype, autocast
 from engine.io import load_checkpoint
 from engine.models import create_model
@@ -39,8 +39,6 @@ class AnalysisContext:
     @property
     def data(self) -> Dataset:
         if self._data is None:
-            from engine.trainer import recipe_data
-
             self._data = recipe_data(self.recipe)
         return self._data
 

@@ -12,16 +12,15 @@ per-epoch checkpoints that nothing wrote, and assumed exactly three trajectories
   --test-batch-size 128, :498); of the per-epoch checkpoint files i = 0, 2, 4, ... only those with i >= 145
   (:765-767), i.e. epochs 147, 149, ..., 249 of a 250-epoch run; `TSNE(n_components=2)` with the defaults of the
   sklearn of its time (:790; 0.24: init "random", learning_rate 200, perplexity 30). Shorter runs scale the cut
-  to ceil(145 E / 250) (`original_epochs`): the later 42% of training, every second epoch; runs of 250 epochs or
-  more keep the fixed 145 as the original did. When that leaves fewer than 3 points (some runs of 14 epochs or
-  fewer) the last 3 epochs are recorded instead, so a smoke or digits run still has a t-SNE. random_state is fixed at 0
-  (the original's was unseeded).
+  to ceil(145 E / 250) (`engine.trajectory.original_epochs`, which the trainer records by): the later 42% of
+  training, every second epoch; runs of 250 epochs or more keep the fixed 145 as the original did. When that
+  leaves fewer than 3 points (some runs of 14 epochs or fewer) the last 3 epochs are recorded instead, so a smoke
+  or digits run still has a t-SNE. random_state is fixed at 0 (the original's was unseeded).
 - "ours": softmax of the first 500 test images after every epoch, PCA-initialised t-SNE (random_state 0).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -31,21 +30,6 @@ from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.ensemble import tsne_embed, tsne_perplexity
 from engine.io import load_checkpoint
 from engine.store import write_group
-
-ORIGINAL_IMAGES = 128  # ensemble_freetickets.py: the first test batch, --test-batch-size 128
-OURS_IMAGES = 500
-ORIGINAL_CUT, ORIGINAL_LENGTH = 145, 250  # `if model_file < 145: continue` over the files of a 250-epoch run
-
-
-def original_epochs(epochs: int) -> list[int]:
-    """The 1-based epochs the original protocol records in a stage of `epochs` epochs.
-
-    Checkpoint index i (epoch i + 1) is kept when i is even and i >= ceil(145 * min(E, 250) / 250); fewer than
-    3 such epochs: the last min(3, E) epochs.
-    """
-    cut = math.ceil(ORIGINAL_CUT * min(epochs, ORIGINAL_LENGTH) / ORIGINAL_LENGTH)
-    picked = [i + 1 for i in range(cut, epochs) if i % 2 == 0]
-    return picked if len(picked) >= 3 else list(range(max(1, epochs - 2), epochs + 1))
 
 
 def embed(points: np.ndarray, protocol: str, perplexity: float) -> np.ndarray:

@@ -4,7 +4,8 @@
   :func:`load_dataset` (names are :data:`engine.config.DATASETS`);
 - :mod:`engine.data.memory`: CIFAR-10/100, digits and synthetic images, loaded whole as uint8 tensors;
 - :mod:`engine.data.folders`: image folders (ImageNet, ``synthetic-imagenet``) decoded by DataLoader workers;
-- :mod:`engine.data.loaders`: pure batch functions, :class:`DeviceLoader` and :func:`make_loader`.
+- :mod:`engine.data.loaders`: pure batch functions, :class:`DeviceLoader` and :func:`make_loader`;
+- :mod:`engine.data.recipe`: a recipe's data set (:func:`recipe_data`) and a stage's loaders (:func:`make_loaders`).
 
 Importing the package imports every module, so every data set is registered.
 """
@@ -26,6 +27,7 @@ from engine.data.base import (
 from engine.data.folders import FolderLoader, FolderSplit, make_synthetic_folders, random_resized_crop_box
 from engine.data.loaders import Augment, DeviceLoader, EpochPlan, crop_flip, make_loader, plan_epoch
 from engine.data.memory import make_synthetic
+from engine.data.recipe import make_loaders, recipe_data
 
 __all__ = [
     "DATASETS",
@@ -45,10 +47,12 @@ __all__ = [
     "default_normalize",
     "load_dataset",
     "make_loader",
+    "make_loaders",
     "make_synthetic",
     "make_synthetic_folders",
     "normalize_stats",
     "plan_epoch",
     "random_resized_crop_box",
+    "recipe_data",
     "register_dataset",
 ]

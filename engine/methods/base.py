@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from engine.config import StageConfig
 from engine.config.params import MethodParams
+from engine.optim import build_optimizer
+from engine.runinfo import RunInfo
+from engine.schedules import lr_at
 
 if TYPE_CHECKING:
     from engine.trainer import Trainer
@@ -29,17 +33,29 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 class Method:
-    """Default behaviour: plain supervised training of the stage's model. Subclasses override hooks."""
+    """Default behaviour: plain supervised training of the stage's model. Subclasses override hooks.
+
+    A method is handed its stage's config (`stage`, with its typed `params`) and what it may read of the run
+    (`info`: the recipe's data/model/run/analysis settings, the run directory, the stage's index and seeds); the
+    trainer it runs in holds the live objects (model, optimizer, loaders, data set, log, step and epoch counters).
+    """
 
     Params: type[MethodParams] = MethodParams  # the method's own `[stage.params]` (engine.config.params)
+    trains = True  # False: a measure-only stage, whose epochs evaluate the model on the training data, never step
 
-    def __init__(self, trainer: Trainer, params: dict[str, Any]) -> None:
+    def __init__(self, trainer: Trainer, stage: StageConfig, info: RunInfo) -> None:
         self.trainer = trainer
-        self.params = self.Params.model_validate(params)
+        self.stage = stage
+        self.info = info
+        self.params = self.Params.model_validate(stage.params)
 
     @property
     def model(self) -> torch.nn.Module:
         return self.trainer.model
+
+    def log(self, message: str) -> None:
+        """A line in the run's log."""
+        self.trainer.log.log(message)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the stage trains, built around the recipe's model (a curve wraps it); the model itself here."""
@@ -47,13 +63,12 @@ class Method:
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """The stage's optimizer; a method that trains other parameters (curves) builds its own."""
-        from engine.trainer import build_optimizer
+        return build_optimizer(self.stage.optimizer, self.model)
 
-        return build_optimizer(self.trainer.cfg.optimizer, self.model)
-
-    def lr(self, epoch: int, frac: float) -> float | None:
-        """A learning rate the procedure itself prescribes (EDST's phases), or None for the recipe's schedule."""
-        return None
+    def lr(self, epoch: int, frac: float) -> float:
+        """The learning rate at fraction `frac` of 0-based `epoch`: the stage's `[schedule]` here; methods that
+        prescribe their own (EDST's phases, Sup-tickets' cycles) call their rule in engine.schedules."""
+        return lr_at(self.stage.schedule, self.stage.optimizer.lr, epoch, frac, self.stage.epochs)
 
     def setup(self) -> None:
         """Called once before the first epoch (and before a checkpoint is restored on resume)."""
@@ -107,8 +122,8 @@ class Method:
     def members(self) -> list[dict[str, Any]]:
         """The ensemble members this stage leaves, as {name, path} with paths relative to the run dir: the stage's
         final weights, or with `keep = "best"` its best-evaluated checkpoint (best.pt, written by the trainer)."""
-        name = self.trainer.cfg.name
-        kept = "best.pt" if self.trainer.cfg.keep == "best" else "final.pt"
+        name = self.stage.name
+        kept = "best.pt" if self.stage.keep == "best" else "final.pt"
         member: dict[str, Any] = {"name": name, "path": f"{name}/{kept}"}
         if self.trainer.model_kwargs:
             member["model_kwargs"] = self.trainer.model_kwargs

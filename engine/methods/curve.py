@@ -25,6 +25,7 @@ from engine.data import make_loader
 from engine.flops import CostMeter, layer_flops
 from engine.io import load_checkpoint
 from engine.methods.base import Method, register_method
+from engine.optim import build_optimizer
 
 
 @register_method("curve")
@@ -36,25 +37,20 @@ class Curve(Method):
     Params = CurveParams
 
     def prepare_model(self, model: torch.nn.Module) -> CurveNet:
-        from engine.runner import checkpoint_path
-
-        p, t = self.params, self.trainer
-        self._flops = layer_flops(model, tuple(t.ctx.data.train.x.shape[1:]))
+        p = self.params
+        self._flops = layer_flops(model, tuple(self.trainer.data.train.x.shape[1:]))
         curve = CurveNet(model, p.curve, p.num_bends, p.fix_start, p.fix_end)
         for k, ref in ((0, p.start), (p.num_bends - 1, p.end)):
-            path = checkpoint_path(t.ctx.run_dir, ref, t.ctx.recipe)
-            curve.import_base(load_checkpoint(path)["model"], k)
+            curve.import_base(load_checkpoint(self.info.checkpoint(ref))["model"], k)
         if p.init_linear:
             curve.init_linear()
-        t.ctx.log.log(f"stage {t.cfg.name}: {p.curve} curve, {p.num_bends} bends, from '{p.start}' to '{p.end}'"
-                      f" (fixed: start {p.fix_start}, end {p.fix_end})")
+        self.log(f"stage {self.stage.name}: {p.curve} curve, {p.num_bends} bends, from '{p.start}' to '{p.end}'"
+                 f" (fixed: start {p.fix_start}, end {p.fix_end})")
         return curve
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD/Adam over the trainable bends with weight_decay 0: the L2 is on w(t), in extra_loss."""
-        from engine.trainer import build_optimizer
-
-        cfg = self.trainer.cfg.optimizer.model_copy(update={"weight_decay": 0.0})
+        cfg = self.stage.optimizer.model_copy(update={"weight_decay": 0.0})
         return build_optimizer(cfg, self.model)
 
     def setup(self) -> None:
@@ -62,14 +58,14 @@ class Curve(Method):
         self.trainer.cost = CostMeter(self._flops)
         t = self.trainer
         self._eval_coeffs = coefficients(self.params.curve, self.params.eval_t, self.params.num_bends).to(t.device)
-        d = t.ctx.recipe.data
-        self._bn_loader = make_loader(t.ctx.data.train, d.batch_size, device=t.device, train=False,
+        d = self.info.data
+        self._bn_loader = make_loader(t.data.train, d.batch_size, device=t.device, train=False,
                                       normalize=d.normalize)
         self._bn_step = -1
 
     def extra_loss(self) -> torch.Tensor:
         """0.5 * wd * ||w(t)||^2 at the t of this mini-batch (curves.l2_regularizer of the original)."""
-        return 0.5 * self.trainer.cfg.optimizer.weight_decay * self.model.l2
+        return 0.5 * self.stage.optimizer.weight_decay * self.model.l2
 
     def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The per-epoch monitor: the curve at eval_t, its BN statistics first re-estimated there on the first

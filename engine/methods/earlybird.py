@@ -7,10 +7,10 @@ resprune.py, main_c.py / main_scratch.py, and their low-precision *_lp.py versio
                  (stop_when_found: stop_requested() turns true once every ratio has its ticket; the trainer
                  ends the stage when it reads that)
     eb_prune:    load the search's ticket, build the smaller network of the kept channels, copy the surviving
-                 weights and set the trainer's model_kwargs = {"cfg": cfg}; the stage's one epoch changes
-                 nothing: its forward runs in eval mode without a graph, so no weight gets a gradient and no
-                 BN statistic moves; its numbers are the pruned network's accuracy before retraining (its cost
-                 is charged as one training epoch of the pruned network, a small overcount)
+                 weights and set the trainer's model_kwargs = {"cfg": cfg}; a measure-only stage (trains =
+                 False): its epoch is one eval-mode pass over the training data and one evaluation, with no
+                 gradient and no step, so no weight or BN statistic moves; its numbers are the pruned network's
+                 accuracy before retraining, and it costs no training FLOPs
     eb_retrain:  train the pruned network: "inherit" the EB weights (EB Train, fine-tuning) or "reinit" them
                  (EB Train re-init); `start_epoch` runs the schedule from that absolute epoch (main_c.py's
                  --start-epoch); sparsity regularisation kept, as the scripts keep -sr
@@ -107,20 +107,19 @@ class _EBBase(Method):
         swa_model.load_state_dict(state)
         update_bn(swa_model, t.train_loader, weighting="samples")  # SWALP: momentum b/(n+b) per batch
         swa_model.eval()
-        ev = evaluate(swa_model, t.eval_loader, t.amp, accuracy=t.ctx.recipe.data.eval_accuracy)
-        split = t.ctx.data.eval_name
+        ev = evaluate(swa_model, t.eval_loader, t.amp, accuracy=self.info.data.eval_accuracy)
+        split = t.data.eval_name
         record.update({f"swa_{split}_loss": ev["loss"], f"swa_{split}_acc": ev["acc"], "swa_n": self.swa_n})
         save_checkpoint(t.stage_dir / "swa.pt", {"model": swa_model.state_dict(), "epoch": epoch + 1,
                                                  "swa_n": self.swa_n, "model_kwargs": t.model_kwargs})
 
     # ---- helpers -------------------------------------------------------------------------------------
     def _build(self, model_kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
-        t = self.trainer
-        m = t.ctx.recipe.model
-        return create_model(m.arch, t.ctx.data.num_classes, m.width, **{**m.options(), **(model_kwargs or {})})
+        m = self.info.model
+        return create_model(m.arch, self.trainer.data.num_classes, m.width, **{**m.options(), **(model_kwargs or {})})
 
     def _input_shape(self) -> tuple[int, ...]:
-        return tuple(self.trainer.ctx.data.train.image_shape)
+        return tuple(self.trainer.data.train.image_shape)
 
     def state_dict(self) -> dict[str, Any]:
         return {"swa": dict(self.swa_state), "swa_n": self.swa_n}
@@ -174,11 +173,11 @@ class EBSearch(_EBBase):
                     "model_kwargs": t.model_kwargs, "scales": scales})
                 if record is not None:
                     record[f"eb_epoch_{tag}"] = epoch
-                t.ctx.log.log(f"{t.cfg.name}: early-bird ticket at p={det.ratio:g} after {epoch} epochs "
-                              f"(largest distance in the window {det.trace[-1]:.4f} <= {det.threshold:g})")
+                self.log(f"{self.stage.name}: early-bird ticket at p={det.ratio:g} after {epoch} epochs "
+                         f"(largest distance in the window {det.trace[-1]:.4f} <= {det.threshold:g})")
         if self.params.stop_when_found and len(self.found) == len(self.detectors) and not self.stop:
             self.stop = True
-            t.ctx.log.log(f"{t.cfg.name}: every ratio has its early-bird ticket; stopping the search")
+            self.log(f"{self.stage.name}: every ratio has its early-bird ticket; stopping the search")
 
     def stop_requested(self) -> bool:
         """True once every ratio has its ticket and `stop_when_found` is set (read by the trainer's loop)."""
@@ -213,17 +212,13 @@ class EBPrune(_EBBase):
     """vggprune.py / resprune.py: the EB ticket made physically smaller. Its epoch measures, never trains."""
 
     Params = EBPruneParams
-
-    def _ticket(cls, v: Any) -> Any:
-            if isinstance(v, int) and v < 0:
-                raise ValueError("ticket epoch must be >= 0")
-            return v
+    trains = False
 
     def _ticket_file(self) -> tuple[Any, str]:
-        p, t = self.params, self.trainer
-        src = t.ctx.run_dir / p.source
+        p = self.params
+        src = self.info.run_dir / p.source
         if not src.is_dir():
-            raise FileNotFoundError(f"eb_prune: no stage directory '{p.source}' in {t.ctx.run_dir} "
+            raise FileNotFoundError(f"eb_prune: no stage directory '{p.source}' in {self.info.run_dir} "
                                     f"(params.source must name the eb_search stage)")
         if p.ticket == "final":
             return src / "final.pt", "final weights"
@@ -241,7 +236,7 @@ class EBPrune(_EBBase):
         if path.exists():
             return path, f"EB ticket p={tag}%"
         if p.missing == "final":
-            t.ctx.log.log(f"{t.cfg.name}: no early-bird ticket at p={tag}% in '{p.source}'; pruning its final weights")
+            self.log(f"{self.stage.name}: no early-bird ticket at p={tag}% in '{p.source}'; pruning its final weights")
             return src / "final.pt", "final weights (no EB ticket)"
         raise FileNotFoundError(f"eb_prune: stage '{p.source}' drew no early-bird ticket at p={tag}% "
                                 f"(train longer, raise params.threshold, or set params.missing = \"final\")")
@@ -258,46 +253,30 @@ class EBPrune(_EBBase):
         res = prune_channels(src, p.ratio, self._build_cfg, p.min_channels)
         after = model_cost(res.model, shape)
         t.model_kwargs = {"cfg": list(res.cfg)}
-        self.info = {
+        self.pruned = {
             "ratio": p.ratio, "ticket": what, "ticket_epoch": int(state.get("epoch", -1)), "cfg": list(res.cfg),
             "threshold": res.threshold, "channels_kept": res.kept, "channels_total": res.total,
             "params_before": before["params"], "params_after": after["params"],
             "flops_before": before["flops"], "flops_after": after["flops"],
         }
-        t.ctx.log.log(
-            f"{t.cfg.name}: pruned {what} (after {self.info['ticket_epoch']} epochs) at p={p.ratio:g}: "
+        self.log(
+            f"{self.stage.name}: pruned {what} (after {self.pruned['ticket_epoch']} epochs) at p={p.ratio:g}: "
             f"channels {res.kept}/{res.total}, params {before['params']} -> {after['params']} "
             f"({after['params'] / before['params']:.3f}), FLOPs {before['flops']} -> {after['flops']} "
             f"({after['flops'] / before['flops']:.3f}); cfg {res.cfg}")
         res.model.train()
-        if t.ctx.recipe.run.channels_last and t.device.type == "cuda":
+        if self.info.run.channels_last and t.device.type == "cuda":
             res.model = res.model.to(memory_format=torch.channels_last)
         return super().prepare_model(res.model)
 
     def _build_cfg(self, cfg: list[int | str]) -> torch.nn.Module:
         return self._build({"cfg": cfg})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation-mode logits with no graph: the loss's gradient stops at them, so the optimizer finds no
-        gradient on any weight and the step changes nothing (BN statistics untouched too)."""
-        was = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            out = self.trainer.forward_model(x)
-        self.model.train(was)
-        return out.detach().requires_grad_()
-
-    def before_step(self) -> None:
-        pass
-
-    def after_step(self) -> None:
-        pass
-
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        record.update({k: v for k, v in self.info.items() if isinstance(v, (int, float))})
+        record.update({k: v for k, v in self.pruned.items() if isinstance(v, (int, float))})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"prune": dict(self.info)}
+        return {"prune": dict(self.pruned)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass  # the pruning is rebuilt by prepare_model; its info is the same
@@ -314,11 +293,6 @@ class EBRetrain(_EBBase):
 
     Params = EBRetrainParams
 
-    def _start(cls, v: Any) -> Any:
-            if isinstance(v, int) and v < 0:
-                raise ValueError("start_epoch must be >= 0 or \"eb\"")
-            return v
-
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         self.offset = self._offset()
         if self.params.weights == "reinit":
@@ -326,11 +300,11 @@ class EBRetrain(_EBBase):
         return super().prepare_model(model)
 
     def _offset(self) -> int:
-        p, t = self.params, self.trainer
+        p = self.params
         if p.start_epoch != "eb":
             return int(p.start_epoch)
-        name = t.cfg.init_ref()[0]
-        info = load_checkpoint(t.ctx.run_dir / name / "final.pt").get("method", {}).get("prune")
+        name = self.stage.init_ref()[0]
+        info = load_checkpoint(self.info.run_dir / name / "final.pt").get("method", {}).get("prune")
         if not info or int(info.get("ticket_epoch", -1)) < 0:
             raise ValueError(f"eb_retrain: start_epoch = \"eb\" needs init_from to name an eb_prune stage of an "
                              f"EB ticket; '{name}' has none")
@@ -339,23 +313,21 @@ class EBRetrain(_EBBase):
     @torch.no_grad()
     def _reinit(self, model: torch.nn.Module) -> None:
         """Fresh weights for the pruned architecture (same cfg); the channel selections are architecture and stay."""
-        t = self.trainer
-        seed = (t.cfg.seed if t.cfg.seed is not None else t.ctx.recipe.run.seed) + 1000 * t.ctx.index + 17
+        seed = self.info.seeds.reinit
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            fresh = self._build(t.model_kwargs)
+            fresh = self._build(self.trainer.model_kwargs)
         state = fresh.state_dict()
         for k, v in model.state_dict().items():
             if k.endswith("select.indexes"):
                 state[k] = v
         model.load_state_dict(state)
-        t.ctx.log.log(f"{t.cfg.name}: re-initialised the pruned network (seed {seed})")
+        self.log(f"{self.stage.name}: re-initialised the pruned network (seed {seed})")
 
-    def lr(self, epoch: int, frac: float) -> float | None:
-        if not self.offset:
-            return None
-        c = self.trainer.cfg
-        return lr_at(c.schedule, c.optimizer.lr, epoch + self.offset, frac, c.epochs + self.offset)
+    def lr(self, epoch: int, frac: float) -> float:
+        """The stage's schedule run from absolute epoch `offset` (main_c.py's --start-epoch)."""
+        st = self.stage
+        return lr_at(st.schedule, st.optimizer.lr, epoch, frac, st.epochs, start=self.offset)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "offset": self.offset}

@@ -21,7 +21,7 @@ from engine.config.params import EDSTParams
 from engine.io import save_checkpoint
 from engine.methods.base import register_method
 from engine.methods.dst import DST
-from engine.schedules import edst_boundaries, edst_lr, edst_phase_starts, warmup_lr
+from engine.schedules import edst_boundaries, edst_phase_starts, edst_stage_lr
 from engine.sparse.topology import prune_rate_at
 
 
@@ -33,28 +33,23 @@ class EDST(DST):
 
     def setup(self) -> None:
         super().setup()
-        p, epochs = self.params, self.trainer.cfg.epochs
+        p, epochs = self.params, self.stage.epochs
         self.phase_len, self.restarts, _ = edst_boundaries(epochs, p.epochs_explo, p.model_num)
         self.best = -math.inf
         self.saved: list[int] = []
 
     def lr(self, epoch: int, frac: float) -> float:
         """The warm-up of the stage's schedule while exploring, then EDST's absolute per-phase rates."""
-        p, cfg = self.params, self.trainer.cfg
-        if epoch < p.epochs_explo:
-            warm = warmup_lr(cfg.schedule, cfg.optimizer.lr, epoch, frac)
-            if warm is not None:
-                return warm
-        return edst_lr(cfg.optimizer.lr, epoch, cfg.epochs, p.epochs_explo, p.model_num, p.refine_lr, p.low_lr,
-                       p.phase_schedule or None)
+        st = self.stage
+        return edst_stage_lr(st.schedule, self.params, st.optimizer.lr, epoch, frac, st.epochs)
 
     def prune_rate(self) -> float:
         """The topology-update fraction; with prune_rate_restart the decay starts afresh after every jump."""
         if not self.params.prune_rate_restart:
             return super().prune_rate()
-        c, t, p = self.scfg, self.trainer, self.params
+        c, t, p, epochs = self.scfg, self.trainer, self.params, self.stage.epochs
         per_epoch = len(t.train_loader)
-        bounds = edst_phase_starts(t.cfg.epochs, p.epochs_explo, p.model_num)[1:] + [t.cfg.epochs]
+        bounds = edst_phase_starts(epochs, p.epochs_explo, p.model_num)[1:] + [epochs]
         start = max([0] + [b for b in bounds[:-1] if b * per_epoch <= t.step])
         end = min(b for b in bounds if b > start)
         return prune_rate_at(c.prune_rate_schedule, c.prune_rate, c.prune_rate_min, t.step - start * per_epoch,
@@ -72,7 +67,7 @@ class EDST(DST):
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         super().end_epoch(epoch, record)
-        e1, split = epoch + 1, self.trainer.ctx.data.eval_name
+        e1, split = epoch + 1, self.trainer.data.eval_name
         k = self.phase(e1)
         acc = record.get(f"{split}_acc")
         if k >= 0 and acc is not None and acc > self.best:
@@ -95,7 +90,7 @@ class EDST(DST):
             self.saved.append(k)
 
     def members(self) -> list[dict[str, Any]]:
-        name = self.trainer.cfg.name
+        name = self.stage.name
         return [{"name": f"ticket{k + 1}", "path": f"{name}/ticket-{k + 1}.pt"} for k in sorted(self.saved)]
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 from engine.config.params import FGEParams
 from engine.io import load_checkpoint, save_checkpoint
 from engine.methods.base import Method, register_method
+from engine.optim import build_optimizer
 
 
 @register_method("fge")
@@ -31,28 +32,25 @@ class FGE(Method):
 
     @property
     def cycle(self) -> int:
-        return self.trainer.cfg.schedule.cycle
+        return self.stage.schedule.cycle
 
     def collects(self, epoch: int) -> bool:
         """Whether the model after 0-based `epoch` is a member: (e mod c) + 1 == c / 2."""
         return (epoch % self.cycle) + 1 == self.cycle // 2
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        from engine.runner import checkpoint_path
-        from engine.trainer import build_optimizer
-
-        t = self.trainer
-        opt = build_optimizer(t.cfg.optimizer, self.model)
+        """The stage's optimizer, with the momentum buffers of the checkpoint it starts from (`load_optimizer`)."""
+        opt = build_optimizer(self.stage.optimizer, self.model)
         if self.params.load_optimizer:
-            path = checkpoint_path(t.ctx.run_dir, t.cfg.init_from, t.ctx.recipe)
+            path = self.info.checkpoint(self.stage.init_from)
             state = load_checkpoint(path)
             if "optimizer" not in state:  # a stage's final.pt keeps only weights; last.pt is the same epoch
                 path = path.parent / "last.pt"
                 state = load_checkpoint(path)
             opt.load_state_dict(state["optimizer"])
             g = opt.param_groups[0]
-            t.ctx.log.log(f"stage {t.cfg.name}: optimizer state from {path.relative_to(t.ctx.run_dir)} "
-                          f"(momentum {g.get('momentum')}, weight_decay {g.get('weight_decay')})")
+            self.log(f"stage {self.stage.name}: optimizer state from {path.relative_to(self.info.run_dir)} "
+                     f"(momentum {g.get('momentum')}, weight_decay {g.get('weight_decay')})")
         return opt
 
     def setup(self) -> None:
@@ -69,13 +67,13 @@ class FGE(Method):
         self.probs_sum = probs if self.probs_sum is None else self.probs_sum + probs
         ens = self.probs_sum / len(self.saved)
         y = t.eval_loader.y.cpu()
-        split = t.ctx.data.eval_name
+        split = t.data.eval_name
         record["fge_members"] = len(self.saved)
         record[f"ensemble_{split}_acc"] = 100.0 * float((ens.argmax(1) == y).float().mean())
         record[f"ensemble_{split}_nll"] = float(-ens.gather(1, y.view(-1, 1)).clamp_min(1e-12).log().mean())
 
     def members(self) -> list[dict[str, Any]]:
-        name, kw = self.trainer.cfg.name, self.trainer.model_kwargs
+        name, kw = self.stage.name, self.trainer.model_kwargs
         return [{"name": f"fge{e}", "path": f"{name}/fge-{e}.pt", **({"model_kwargs": kw} if kw else {})}
                 for e in self.saved]
 

@@ -11,15 +11,7 @@ import torch
 from engine.config import SparseConfig
 from engine.config.params import SparseParams
 from engine.methods.base import Method
-from engine.sparse.inits import (
-    draw_masks,
-    grasp_batch,
-    grasp_scores,
-    layer_densities,
-    magnitude_masks,
-    maskable,
-    snip_scores,
-)
+from engine.sparse.inits import initial_masks, maskable
 from engine.sparse.masks import Masking
 from engine.sparse.momentum import ShadowMomentum, optimizer_momentum
 from engine.sparse.topology import grow, prune_magnitude, prune_rate_at, prune_set, prune_threshold, redistribute
@@ -33,8 +25,8 @@ class SparseMethod(Method):
 
     def setup(self) -> None:
         t = self.trainer
-        self.scfg: SparseConfig = t.cfg.sparse or SparseConfig()
-        self.generator = torch.Generator().manual_seed(t.ctx.recipe.run.seed * 7919 + t.ctx.index)
+        self.scfg: SparseConfig = self.stage.sparse or SparseConfig()
+        self.generator = torch.Generator().manual_seed(self.info.seeds.masks)
         params = maskable(self.model, self.scfg.dense_layers)
         if not params:
             raise ValueError("no maskable weights (every conv/linear weight is in dense_layers)")
@@ -53,42 +45,9 @@ class SparseMethod(Method):
         return self.scfg.density
 
     def initial_masks(self) -> dict[str, torch.Tensor]:
-        """Masks from the configured rule: a layer-wise ratio drawn at random, or magnitude pruning of the weights."""
-        cfg, d = self.scfg, self.initial_density()
-        cpu = {n: p.detach().float().cpu() for n, p in zip(self.masking.names, self.masking.params)}
-        if cfg.init in ("pruning", "prune_global"):
-            return magnitude_masks(cpu, d, "global")
-        if cfg.init == "prune_uniform":
-            return magnitude_masks(cpu, d, "uniform")
-        scores = None
-        if cfg.init == "snip":
-            x, y = self.score_batch()
-            dev = x.device
-            gen = self.generator
-            if dev.type != "cpu":
-                gen = torch.Generator(dev).manual_seed(self.generator.initial_seed())
-            scores = {n: s.cpu() for n, s in snip_scores(self.model, x, y, self.masking.names, generator=gen).items()}
-        elif cfg.init == "grasp":  # 25 images of every class, as the original (without its 10-class limit)
-            loader = self.trainer.train_loader
-            loader.set_epoch(0)
-            x, y = grasp_batch(loader, self.trainer.ctx.data.num_classes)
-            scores = {n: s.cpu() for n, s in grasp_scores(self.model, x, y, self.masking.names).items()}
-        dens = layer_densities(self.model, cfg.init, d, dense=cfg.dense_layers, erk_power_scale=cfg.erk_power_scale,
-                               fc_density=cfg.fc_density, scores=scores)
-        return draw_masks(cpu, dens, self.generator, exact=cfg.draw == "exact")
-
-    def score_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented training batch of `score_batch` images (epoch 0's order) for SNIP / GraSP scores."""
-        loader = self.trainer.train_loader
-        loader.set_epoch(0)
-        xs, ys, n = [], [], 0
-        for x, y in loader:
-            xs.append(x)
-            ys.append(y)
-            n += y.numel()
-            if n >= self.scfg.score_batch:
-                break
-        return torch.cat(xs)[: self.scfg.score_batch], torch.cat(ys)[: self.scfg.score_batch]
+        """Masks from the configured rule (engine.sparse.inits.initial_masks, which `repro sparsity` shows too)."""
+        return initial_masks(self.model, self.masking.names, self.scfg, self.initial_density(), self.generator,
+                             self.trainer.train_loader, self.trainer.data.num_classes)
 
     # ---- the step ------------------------------------------------------------------------------------
     def before_step(self) -> None:
@@ -107,7 +66,7 @@ class SparseMethod(Method):
 
     def prune_rate(self) -> float:
         c, t = self.scfg, self.trainer
-        total = t.cfg.epochs * len(t.train_loader)
+        total = self.stage.epochs * len(t.train_loader)
         return prune_rate_at(c.prune_rate_schedule, c.prune_rate, c.prune_rate_min, t.step, total)
 
     @torch.no_grad()

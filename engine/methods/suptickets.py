@@ -32,7 +32,7 @@ from engine.evaluate import evaluate
 from engine.io import save_checkpoint
 from engine.methods.base import register_method
 from engine.methods.granet import GraNet
-from engine.schedules import warmup_lr
+from engine.schedules import suptickets_lr
 from engine.sparse.inits import maskable
 
 
@@ -74,7 +74,7 @@ class SupTickets(GraNet):
     @cached_property
     def split(self) -> tuple[int, int]:
         """This stage's (pre-train epochs, number of cheap tickets)."""
-        return self.params.budget(self.trainer.cfg.epochs)
+        return self.params.budget(self.stage.epochs)
 
     def setup(self) -> None:
         super().setup()
@@ -85,18 +85,10 @@ class SupTickets(GraNet):
     # ---- schedule ------------------------------------------------------------------------------------
     def lr(self, epoch: int, frac: float) -> float:
         """Pre-training: the schedule's warm-up, then step decay x0.1 per milestone; then the cyclic triangle."""
-        p, cfg = self.params, self.trainer.cfg
-        base, pretrain = cfg.optimizer.lr, self.split[0]
-        if epoch < pretrain:
-            warm = warmup_lr(cfg.schedule, base, epoch, frac)
-            if warm is not None:
-                return warm
-            marks = p.milestones or (int(0.5 * pretrain), int(0.75 * pretrain))
-            return base * 0.1 ** sum(1 for m in marks if m <= epoch)
-        if self.swapped:
+        if epoch >= self.split[0] and self.swapped:
             return 0.0  # the swapped-in model is not stepped (the original's optimizer steps the replaced weights)
-        t = (((epoch - pretrain) % p.cycle) + frac) / p.cycle
-        return (1 - 2 * t) * p.lr_1 + 2 * t * p.lr_2 if t < 0.5 else (2 * t - 1) * p.lr_1 + (2 - 2 * t) * p.lr_2
+        st = self.stage
+        return suptickets_lr(st.schedule, self.params, st.optimizer.lr, epoch, frac, st.epochs)
 
     def in_cycles(self) -> bool:
         return self.trainer.epoch >= self.pretrain
@@ -150,9 +142,9 @@ class SupTickets(GraNet):
         ev = evaluate(model, t.eval_loader, t.amp)
         save_checkpoint(t.stage_dir / f"superposed-{self.k}.pt", {"model": self.superposed,
                         "method": {"masking": {"names": names, "masks": masks}}, "epoch": t.epoch, "acc": ev["acc"]})
-        split = t.ctx.data.eval_name
+        split = t.data.eval_name
         record.update({"ticket": self.k, f"superposed_{split}_acc": ev["acc"], f"superposed_{split}_loss": ev["loss"]})
-        t.ctx.log.log(f"ticket {self.k}/{self.n_tickets}: superposed {split} {ev['acc']:.2f}%")
+        self.log(f"ticket {self.k}/{self.n_tickets}: superposed {split} {ev['acc']:.2f}%")
         if p.swap_superposed:  # the superposed network (BN re-estimated, its own masks) becomes the model in use
             self.model.load_state_dict(self.superposed)
             self.masking.set_masks(masks)
@@ -163,7 +155,7 @@ class SupTickets(GraNet):
         return self.params.swap_superposed and self.k > 0
 
     def members(self) -> list[dict[str, Any]]:
-        name = self.trainer.cfg.name
+        name = self.stage.name
         out = [{"name": f"ticket{k}", "path": f"{name}/ticket-{k}.pt"} for k in range(1, self.k + 1)]
         if self.k:
             out.append({"name": "superposed", "path": f"{name}/superposed-{self.k}.pt"})
@@ -172,7 +164,7 @@ class SupTickets(GraNet):
     def re_explores_at(self, epoch: int) -> bool:
         """Whether a re-exploration (the large prune-and-regrow) opens `epoch`."""
         p = self.params
-        return (p.re_explore and not self.swapped and self.pretrain <= epoch < self.trainer.cfg.epochs
+        return (p.re_explore and not self.swapped and self.pretrain <= epoch < self.stage.epochs
                 and (epoch - self.pretrain) % p.cycle == 0)
 
     def state_dict(self) -> dict[str, Any]:

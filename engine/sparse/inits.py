@@ -11,6 +11,8 @@ A.5.6) and FreeTickets (`freetickets.md`, 2.2). Conventions (N_l = numel of laye
   in the reference: they apply `d` to the masked layers only (dense-pattern layers come on top).
 * Densities are per-layer *expected* densities; `draw_masks` turns them into masks, either with an exact
   count per layer (default, recommended by the notes) or i.i.d. Bernoulli as the original code.
+* `initial_masks` is the one dispatch from a `[sparse]` table to the masks training starts from (sparse training
+  and `repro sparsity` both call it).
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import SparseConfig
+from engine.data import BatchLoader
+
 INITS = ("dense", "uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "grasp")
+MAGNITUDE_INITS = {"pruning": "global", "prune_global": "global", "prune_uniform": "uniform"}  # init -> scope
 _INIT_KEYS = {name.lower(): name for name in INITS}
 _CONV = nn.modules.conv._ConvNd
 
@@ -421,3 +427,59 @@ def magnitude_masks(params: dict[str, torch.Tensor], density: float, scope: str 
         masks[n] = keep[start:start + w.numel()].view(w.shape).to(w.device)
         start += w.numel()
     return masks
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the starting masks of sparse training
+# ---------------------------------------------------------------------------------------------------------
+
+
+def initial_masks(model: nn.Module, names: Sequence[str], cfg: SparseConfig, density: float,
+                  generator: torch.Generator, loader: BatchLoader | None = None,
+                  num_classes: int = 0) -> dict[str, torch.Tensor]:
+    """The masks sparse training starts from (bool, on the CPU) over the weights `names`, by `cfg.init`: magnitude
+    pruning of the weights (pruning / prune_global / prune_uniform), or a layer-wise density rule drawn at random
+    with `generator` (`cfg.draw`); SNIP and GraSP score a batch of `loader`'s epoch 0 (see `initial_densities`)."""
+    params = dict(model.named_parameters())
+    cpu = {n: params[n].detach().float().cpu() for n in names}
+    if cfg.init in MAGNITUDE_INITS:
+        return magnitude_masks(cpu, density, MAGNITUDE_INITS[cfg.init])
+    dens = initial_densities(model, names, cfg, density, generator, loader, num_classes)
+    return draw_masks(cpu, dens, generator, exact=cfg.draw == "exact")
+
+
+def initial_densities(model: nn.Module, names: Sequence[str], cfg: SparseConfig, density: float,
+                      generator: torch.Generator | None = None, loader: BatchLoader | None = None,
+                      num_classes: int = 0) -> dict[str, float]:
+    """Each masked layer's expected density under a layer-wise rule at `density`. SNIP scores one augmented batch
+    of `cfg.score_batch` training images (`score_batch`), re-initialising its copy with `generator` (a copy of it on
+    the batch's device when that is not the CPU); GraSP scores 25 images of every class (`grasp_batch`, without
+    the original's 10-class limit)."""
+    scores = None
+    if cfg.init in ("snip", "grasp") and loader is None:
+        raise ValueError(f"init '{cfg.init}' scores a batch of training data: it needs the training loader")
+    if cfg.init == "snip":
+        x, y = score_batch(loader, cfg.score_batch)
+        gen = generator
+        if x.device.type != "cpu" and generator is not None:
+            gen = torch.Generator(x.device).manual_seed(generator.initial_seed())
+        scores = {n: s.cpu() for n, s in snip_scores(model, x, y, names, generator=gen).items()}
+    elif cfg.init == "grasp":
+        loader.set_epoch(0)
+        x, y = grasp_batch(loader, num_classes)
+        scores = {n: s.cpu() for n, s in grasp_scores(model, x, y, names).items()}
+    return layer_densities(model, cfg.init, density, dense=cfg.dense_layers, erk_power_scale=cfg.erk_power_scale,
+                           fc_density=cfg.fc_density, scores=scores)
+
+
+def score_batch(loader: BatchLoader, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `size` images of `loader`'s epoch 0 (augmented as training sees them), for SNIP scores."""
+    loader.set_epoch(0)
+    xs, ys, n = [], [], 0
+    for x, y in loader:
+        xs.append(x)
+        ys.append(y)
+        n += y.numel()
+        if n >= size:
+            break
+    return torch.cat(xs)[:size], torch.cat(ys)[:size]
