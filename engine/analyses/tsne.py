@@ -37,7 +37,7 @@ def embed(points: np.ndarray, protocol: str, perplexity: float) -> np.ndarray:
     rate 200) or ours (PCA init); perplexity capped for few points, random_state 0 either way."""
     if protocol != "original":
         return tsne_embed(points, perplexity)
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # deferred: sklearn is slow to import
 
     x = np.asarray(points, dtype=np.float64)
     tsne = TSNE(n_components=2, perplexity=tsne_perplexity(perplexity, len(x)), init="random", learning_rate=200.0,
