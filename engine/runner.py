@@ -52,7 +52,7 @@ def starting_masks(recipe: Recipe, index: int, device: torch.device) -> dict[str
     """The masks sparse stage `index` starts from, drawn exactly as its training draws them (the same seeded model,
     training loader, mask seed and rule: the stage's own method sets them up), without training or writing."""
     stage = recipe.stage[index]
-    if not getattr(METHODS[stage.method], "sparse", False):
+    if not stage.params.sparse:
         raise ValueError(f"stage '{stage.name}' ({stage.method}) is not a sparse stage: it has no masks")
     if stage.init_from:
         raise ValueError(f"stage '{stage.name}' starts from the weights of '{stage.init_from}' (init_from): its masks "

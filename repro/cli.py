@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from engine.config import UnknownArch, canonical_arch, suggest
+from engine.config import Recipe, SparseConfig, UnknownArch, canonical_arch, suggest
 from engine.errors import DataError, DeviceError, Terminated, UnsafePathError
 from engine.fidelity import DIFFERENCES, by_id, differences_for, markdown_table, toml_value
 from engine.io import CheckpointError
@@ -453,11 +454,9 @@ def _arch_sparsity(arch: str, init: str, density: float, num_classes: int, width
     `run.seed` = `seed`, as its training would; `--recipe` shows a real recipe's."""
     # deferred: torch and the engine load only for this command, so the CLI starts fast
     import torch
-    from pydantic import ValidationError
 
-    from engine.config import Recipe, SparseConfig
     from engine.data import make_loaders, recipe_data
-    from engine.models import UnknownArch, create_model
+    from engine.models import create_model
     from engine.seeds import stage_seeds
     from engine.sparse.inits import MAGNITUDE_INITS, initial_densities, initial_masks, maskable
 
@@ -498,9 +497,7 @@ def _recipe_sparsity(ref: str, stage_name: str | None, sets: tuple[str, ...], sm
     """The realised per-layer densities of the masks a recipe's sparse stage starts from (engine.runner
     .starting_masks: the stage's own method draws them, as training does)."""
     # deferred: torch and the engine load only for this command, so the CLI starts fast
-    from engine.config import suggest
     from engine.device import resolve_device
-    from engine.methods import METHODS
     from engine.runner import starting_masks
 
     resolved = load(ref, sets, smoke)
@@ -510,7 +507,7 @@ def _recipe_sparsity(ref: str, stage_name: str | None, sets: tuple[str, ...], sm
     recipe = resolved[0].recipe
     names = [s.name for s in recipe.stage]
     if stage_name is None:
-        sparse = [i for i, s in enumerate(recipe.stage) if getattr(METHODS[s.method], "sparse", False)]
+        sparse = [i for i, s in enumerate(recipe.stage) if s.params.sparse]
         if not sparse:
             raise UsageProblem(f"{recipe.name} has no sparse stage")
         index = sparse[0]
