@@ -13,7 +13,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from engine.models import UnknownArch, create_model
-from engine.models.imagenet import resnet_default_cfg
+from engine.models.imagenet_resnet import resnet_default_cfg
 from engine.sparse.channel_prune import model_cost, prune_channels, pruned_cfg
 from engine.sparse.channels import bn_layers, layer_masks
 

@@ -14,7 +14,7 @@ from engine.config import archs
 from engine.models import BUILDERS, UnknownArch, canonical_arch, create_model, list_archs
 from engine.models.cifar_stem_resnet import STAGES
 from engine.models.common import fixed_table
-from engine.models.imagenet import ARCHS
+from engine.models.imagenet_resnet import ARCHS
 from engine.models.preresnet import PreActBasicBlock, PreActBottleneck
 from engine.models.slimming_preresnet import ChannelSelection, EBBottleneck, eb_preresnet_cfg
 from engine.models.slimming_vgg import EB_VGG_CFG

@@ -10,7 +10,7 @@ from engine.config.archs import UnknownArch, canonical_arch, list_archs
 from . import (  # noqa: F401  (each module registers its builders)
     cifar_resnet,
     cifar_stem_resnet,
-    imagenet,
+    imagenet_resnet,
     preresnet,
     slimming_preresnet,
     slimming_vgg,

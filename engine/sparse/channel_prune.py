@@ -5,7 +5,7 @@ of the channels a mask keeps, the surviving weights copied into it, and what it 
     prune    <- a network built from the kept counts (cfg), the kept slices of every weight copied into it
 
 Supported: the slimming VGG and PreResNet (engine/models/slimming_vgg.py, slimming_preresnet.py) and the ImageNet
-ResNets (engine/models/imagenet.py; only each block's inner widths).
+ResNets (engine/models/imagenet_resnet.py; only each block's inner widths).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from engine.flops import dense_forward_flops, param_counts
-from engine.models.imagenet import BasicBlock, ImageNetResNet
+from engine.models.imagenet_resnet import BasicBlock, ImageNetResNet
 from engine.models.slimming_preresnet import EBPreResNet
 from engine.models.slimming_vgg import SlimmingVGG
 from engine.sparse.channels import bn_layers, bn_scales, check_ratio, global_threshold, layer_masks
