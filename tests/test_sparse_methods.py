@@ -37,7 +37,7 @@ def test_repro_sparsity_of_a_recipe_shows_the_masks_its_training_starts_from(ini
     """`repro sparsity --recipe` and training draw the starting masks through one dispatch (the stage's own method):
     the densities it shows equal, layer by layer, those of the masks a `fix` run of the recipe kept (they never
     change), for the data-scored rules whose batch the CLI once chose differently."""
-    sets = ["--set", f"train.sparse.init={init}", "--set", "train.epochs=1"]
+    sets = ["--set", f"train.sparse.init={init}", "--set", "train.epochs=1", "--set", "data.train_subset=512"]
     shown = cli("sparsity", "--recipe", "demo_sparse_digits", *sets, "--device", "cpu", "--json", timeout=300)
     assert shown.returncode == 0, shown.stderr
     densities = {layer["name"]: layer["density"] for layer in json.loads(shown.stdout)["layers"]}
