@@ -83,17 +83,21 @@ class RunLog:
         write_text(path, "".join(k + "\n" for k in kept))
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All readable records of a run's metrics.jsonl: a torn last line, or a line that is JSON but not an object
-    (`5`, `null`), is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
+def parse_metrics(text: str) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl text: a torn line, or a line that is JSON but not an object (`5`, `null`), is
+    skipped (the run directory readers of the CLI and the app use this too)."""
     out = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
     return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All readable records of a run's metrics.jsonl (see parse_metrics)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return parse_metrics(path.read_text(errors="replace")) if path.exists() else []

@@ -15,25 +15,15 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from engine.registry import Registry
 from engine.store import read_group  # noqa: E402
 
 Plot = Callable[[dict[str, Any], str], plt.Figure]
-PLOTS: dict[str, Plot] = {}
-"""Analysis name -> the function drawing its group; filled by @register_plot."""
+PLOTS: Registry[Plot] = Registry("figure")
+"""Analysis name -> the function drawing its group; filled by @register_plot beside each."""
+register_plot = PLOTS.register
 
 _COLORS = ("#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518", "#72b7b2", "#9d755d", "#eeca3b")
-
-
-def register_plot(name: str) -> Callable[[Plot], Plot]:
-    """Register the decorated function as the figure of analysis `name`."""
-
-    def add(fn: Plot) -> Plot:
-        if name in PLOTS:
-            raise ValueError(f"two figures registered for analysis '{name}'")
-        PLOTS[name] = fn
-        return fn
-
-    return add
 
 
 def _pct(r: float) -> str:

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine import runlog
 from engine.io import clean_temp_files
 from engine.runlog import read_metrics
 
@@ -289,17 +290,8 @@ def live_state(status: Status, locked: bool) -> tuple[str, str]:
 
 # ---- metrics.jsonl ----------------------------------------------------------------------------------
 def parse_metrics(data: bytes) -> list[dict[str, Any]]:
-    """The records of complete metrics.jsonl lines; a torn or malformed line, or one that is JSON but not an
-    object, is skipped (as engine.runlog.read_metrics)."""
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
+    """The records of complete metrics.jsonl lines (engine.runlog.parse_metrics on the decoded bytes)."""
+    return runlog.parse_metrics(data.decode("utf-8", "replace"))
 
 
 def eval_acc(record: dict[str, Any]) -> float | None:

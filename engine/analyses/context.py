@@ -17,6 +17,7 @@ from engine.data import Dataset, DeviceLoader, make_loader, recipe_data
 from engine.device import amp_dtype, autocast
 from engine.io import load_checkpoint
 from engine.models import create_model
+from engine.registry import Registry
 
 
 @dataclass
@@ -81,16 +82,5 @@ class AnalysisContext:
 
 
 Analysis = Callable[[AnalysisContext], dict[str, Any]]
-ANALYSES: dict[str, Analysis] = {}  # a recipe's `analyses` entry -> the function writing its analysis.h5 group
-
-
-def register_analysis(name: str) -> Callable[[Analysis], Analysis]:
-    """Register an analysis under its name (one of engine.config.names.ANALYSES)."""
-
-    def register(fn: Analysis) -> Analysis:
-        if name in ANALYSES:
-            raise ValueError(f"analysis '{name}' is registered twice")
-        ANALYSES[name] = fn
-        return fn
-
-    return register
+ANALYSES: Registry[Analysis] = Registry("analysis")  # a recipe's `analyses` entry -> the function writing its group
+register_analysis = ANALYSES.register  # @register_analysis("name") beside each (one of engine.config.names.ANALYSES)

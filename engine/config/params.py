@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from engine.config.base import Strict
+from engine.registry import Registry
 
 
 class MethodParams(Strict):
@@ -27,7 +28,7 @@ class MethodParams(Strict):
         return []
 
 
-PARAMS: dict[str, type[MethodParams]] = {}
+PARAMS: Registry[type[MethodParams]] = Registry("method params")
 
 
 def params_for(*methods: str) -> Callable[[type[MethodParams]], type[MethodParams]]:
@@ -35,9 +36,7 @@ def params_for(*methods: str) -> Callable[[type[MethodParams]], type[MethodParam
 
     def register(cls: type[MethodParams]) -> type[MethodParams]:
         for m in methods:
-            if m in PARAMS:
-                raise ValueError(f"method '{m}' has params registered twice")
-            PARAMS[m] = cls
+            PARAMS.add(m, cls)
         return cls
 
     return register

@@ -18,6 +18,7 @@ import torch
 
 from engine.config import DATASETS
 from engine.errors import DataError
+from engine.registry import Registry
 
 __all__ = [
     "DATASETS",
@@ -168,7 +169,7 @@ class DatasetEntry:
     family: bool = False
 
 
-DATASET_LOADERS: dict[str, DatasetEntry] = {}
+DATASET_LOADERS: Registry[DatasetEntry] = Registry("dataset")
 """Registered data sets by name, filled by :func:`register_dataset` as ``engine.data`` imports its modules."""
 
 
@@ -180,9 +181,7 @@ def register_dataset(name: str, *, normalize: str = "none", family: bool = False
         raise ValueError(f"dataset {name!r}: unknown normalisation {normalize!r}")
 
     def register(fn: LoadFn) -> LoadFn:
-        if name in DATASET_LOADERS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        DATASET_LOADERS[name] = DatasetEntry(name, fn, normalize, family)
+        DATASET_LOADERS.add(name, DatasetEntry(name, fn, normalize, family))
         return fn
 
     return register

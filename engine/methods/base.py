@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -10,6 +9,7 @@ import torch
 from engine.config import StageConfig
 from engine.config.params import MethodParams
 from engine.optim import build_optimizer
+from engine.registry import Registry
 from engine.runinfo import RunInfo
 from engine.schedules import lr_at
 
@@ -17,19 +17,8 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 
-METHODS: dict[str, type[Method]] = {}  # a recipe's `method` -> its class, filled by @register_method
-
-
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Register a method class under its recipe name (its params class is engine.config.params.PARAMS[name])."""
-
-    def register(cls: type[Method]) -> type[Method]:
-        if name in METHODS:
-            raise ValueError(f"method '{name}' is registered twice")
-        METHODS[name] = cls
-        return cls
-
-    return register
+METHODS: Registry[type[Method]] = Registry("method")  # a recipe's `method` -> its class
+register_method = METHODS.register  # @register_method("name") beside each class (its params: PARAMS[name])
 
 
 class Method:

@@ -9,23 +9,13 @@ from typing import Any
 from torch import nn
 
 from engine.config.archs import ArchParams, resolve_arch
+from engine.registry import Registry
 
 from .common import check_width
 
 Builder = Callable[..., nn.Module]  # builder(params, num_classes, width, **options)
-BUILDERS: dict[str, Builder] = {}
-
-
-def register_model(family: str) -> Callable[[Builder], Builder]:
-    """Register the builder of one arch family (an engine.config.archs.FAMILIES id)."""
-
-    def register(fn: Builder) -> Builder:
-        if family in BUILDERS:
-            raise ValueError(f"arch family '{family}' has two builders")
-        BUILDERS[family] = fn
-        return fn
-
-    return register
+BUILDERS: Registry[Builder] = Registry("arch family")  # family id (engine.config.archs) -> its builder
+register_model = BUILDERS.register  # @register_model("family id") beside each model
 
 
 def create_model(arch: str, num_classes: int, width: float = 1.0, **kwargs: Any) -> nn.Module:

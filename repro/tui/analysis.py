@@ -21,11 +21,12 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
+from engine.registry import Registry
 from engine.store import groups, read_group
 from repro.tui.widgets import Chart, HeatMap, message
 
 View = Callable[[dict[str, Any], dict[str, Any]], list[Widget]]
-VIEWS: dict[str, View] = {}
+VIEWS: Registry[View] = Registry("view")
 """Analysis name -> the function building its tab; filled by @register_view, in tab order."""
 TITLES: dict[str, str] = {}
 """Analysis name -> its tab's title."""
@@ -50,9 +51,7 @@ def register_view(name: str, title: str | None = None) -> Callable[[View], View]
     """Register the decorated function as the tab of analysis `name` (titled `title`, else the name)."""
 
     def add(fn: View) -> View:
-        if name in VIEWS:
-            raise ValueError(f"two views registered for analysis '{name}'")
-        VIEWS[name] = fn
+        VIEWS.add(name, fn)
         TITLES[name] = title or name
         return fn
 
