@@ -16,6 +16,13 @@ def suggest(word: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6
     return f"; choose from {shown}" + (", ..." if len(choices) > 12 else "")
 
 
+def known(value: str, choices: list[str] | tuple[str, ...], what: str) -> str:
+    """`value` when it is one of `choices`, else a ValueError 'unknown WHAT 'value'; did you mean ...'."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} '{value}'{suggest(str(value), choices)}")
+    return value
+
+
 class Strict(BaseModel):
     """Unknown keys are errors and no silent type coercion ("3" is not 3)."""
 

@@ -12,7 +12,7 @@ from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, mod
 
 from engine.config import names
 from engine.config.archs import UnknownArch, resolve_arch
-from engine.config.base import Strict, suggest
+from engine.config.base import Strict, known, suggest
 from engine.config.params import PARAMS, MethodParams
 
 
@@ -63,16 +63,12 @@ class DataConfig(Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        if v not in names.DATASETS:
-            raise ValueError(f"unknown dataset '{v}'{suggest(v, names.DATASETS)}")
-        return v
+        return known(v, names.DATASETS, "dataset")
 
     @field_validator("normalize")
     @classmethod
     def _normalize(cls, v: str) -> str:
-        if v not in names.NORMALIZATIONS:
-            raise ValueError(f"unknown normalization '{v}'{suggest(v, names.NORMALIZATIONS)}")
-        return v
+        return known(v, names.NORMALIZATIONS, "normalization")
 
 
 class ModelConfig(Strict):
@@ -169,9 +165,7 @@ class SparseConfig(Strict):
     @field_validator("init")
     @classmethod
     def _init(cls, v: str) -> str:
-        if v not in names.SPARSE_INITS:
-            raise ValueError(f"unknown sparse init '{v}'{suggest(v, names.SPARSE_INITS)}")
-        return v
+        return known(v, names.SPARSE_INITS, "sparse init")
 
 
 class TrainDefaults(Strict):
@@ -213,9 +207,7 @@ class StageConfig(Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        if v not in PARAMS:
-            raise ValueError(f"unknown method '{v}'{suggest(v, sorted(PARAMS))}")
-        return v
+        return known(v, sorted(PARAMS), "method")
 
     @field_validator("params", mode="before")
     @classmethod
@@ -253,8 +245,7 @@ class ExpectConfig(Strict):
     @classmethod
     def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
         for k in v:
-            if k not in names.METRICS:
-                raise ValueError(f"unknown metric '{k}'{suggest(k, names.METRICS)}")
+            known(k, names.METRICS, "metric")
         return v
 
     @field_validator("tolerance", mode="plain")
@@ -267,8 +258,7 @@ class ExpectConfig(Strict):
 
         if isinstance(v, dict):
             for k in v:
-                if k not in names.METRICS:
-                    raise ValueError(f"unknown metric '{k}'{suggest(str(k), names.METRICS)}")
+                known(k, names.METRICS, "metric")
             return {k: number(x, f"tolerance of '{k}'") for k, x in v.items()}
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return number(v, "tolerance")
@@ -310,9 +300,7 @@ class AnalysisOptions(Strict):
     @field_validator("ood_dataset")
     @classmethod
     def _ood(cls, v: str) -> str:
-        if v not in names.DATASETS:
-            raise ValueError(f"unknown dataset '{v}'{suggest(v, names.DATASETS)}")
-        return v
+        return known(v, names.DATASETS, "dataset")
 
 
 class Recipe(Strict):
@@ -337,16 +325,13 @@ class Recipe(Strict):
     @field_validator("paper")
     @classmethod
     def _paper(cls, v: str) -> str:
-        if v not in names.PAPERS:
-            raise ValueError(f"unknown paper '{v}'{suggest(v, names.PAPERS)}")
-        return v
+        return known(v, names.PAPERS, "paper")
 
     @field_validator("analyses")
     @classmethod
     def _analyses(cls, v: list[str]) -> list[str]:
         for a in v:
-            if a not in names.ANALYSES:
-                raise ValueError(f"unknown analysis '{a}'{suggest(a, sorted(names.ANALYSES))}")
+            known(a, sorted(names.ANALYSES), "analysis")
         return v
 
 
