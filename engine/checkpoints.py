@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-from engine.io import CheckpointError
+from engine.io import CheckpointError, load_checkpoint
 
 
-def checkpoint_path(run_dir: Path, ref: str, stage_epochs: Mapping[str, int] | None = None) -> Path:
-    """The file an `init_from` reference names: STAGE -> final.pt, STAGE@E -> checkpoint-E.pt, or final.pt when E
-    is the stage's last epoch (`stage_epochs`: each stage's epochs by name). A missing epoch checkpoint is an error,
-    never a silent fall-back to final.pt."""
+def checkpoint_path(run_dir: Path, ref: str) -> Path:
+    """The file a stage reference names: STAGE -> final.pt, STAGE@E -> checkpoint-E.pt, or final.pt when that is
+    epoch E's (the stage's last epoch, or the one it stopped early at: the epoch final.pt records). A missing epoch
+    checkpoint is an error, never a silent fall-back to another epoch's weights."""
     name, _, epoch = ref.partition("@")
     stage_dir = run_dir / name
     if not epoch:
@@ -19,7 +18,8 @@ def checkpoint_path(run_dir: Path, ref: str, stage_epochs: Mapping[str, int] | N
     path = stage_dir / f"checkpoint-{epoch}.pt"
     if path.exists():
         return path
-    if stage_epochs and name in stage_epochs and int(epoch) == stage_epochs[name]:
-        return stage_dir / "final.pt"
+    final = stage_dir / "final.pt"
+    if final.exists() and int(load_checkpoint(final).get("epoch", -1)) == int(epoch):
+        return final
     raise CheckpointError(f"{path}: checkpoint not found (init_from = '{ref}' needs stage '{name}' saved at epoch "
                           f"{epoch}; rerun that stage, e.g. in a new run directory)")

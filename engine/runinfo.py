@@ -3,10 +3,8 @@ recipe): the recipe's data, model, run and analysis settings, the run directory,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 from engine.checkpoints import checkpoint_path
 from engine.config import AnalysisOptions, DataConfig, ModelConfig, Recipe, RunConfig
@@ -22,18 +20,15 @@ class RunInfo:
     run: RunConfig
     analysis: AnalysisOptions
     run_dir: Path
-    index: int  # the stage's position in the recipe
     seeds: StageSeeds
-    stage_epochs: Mapping[str, int]  # every stage's epochs by name, to resolve `STAGE@E` references
 
     @classmethod
     def of(cls, recipe: Recipe, index: int, run_dir: Path) -> RunInfo:
         """Stage `index` of `recipe`, run in `run_dir`."""
         stage = recipe.stage[index]
         return cls(data=recipe.data, model=recipe.model, run=recipe.run, analysis=recipe.analysis, run_dir=run_dir,
-                   index=index, seeds=stage_seeds(recipe.run.seed, stage.seed, index),
-                   stage_epochs=MappingProxyType({s.name: s.epochs for s in recipe.stage}))
+                   seeds=stage_seeds(recipe.run.seed, stage.seed, index))
 
     def checkpoint(self, ref: str) -> Path:
         """The file a stage reference (`STAGE` or `STAGE@E`) names in this run."""
-        return checkpoint_path(self.run_dir, ref, self.stage_epochs)
+        return checkpoint_path(self.run_dir, ref)

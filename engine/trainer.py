@@ -2,8 +2,8 @@
 
 The trainer owns the epoch/step loop, precision, the device, evaluation, metrics and checkpoints. A method
 (engine/methods/) supplies the paper's algorithm through hooks, and the learning rate (a rule of
-engine/schedules.py). A measure-only method (`trains = False`, Early-Bird's prune stage) gets, per epoch, one pass
-of its evaluation forward over the training data instead of training: its metrics, no steps, no training FLOPs.
+engine/schedules.py). A measure-only method (`trains = False`, Early-Bird's prune stage) is only evaluated:
+no training pass, no steps, no training FLOPs.
 Nothing in the step syncs with the host; loss and accuracy are summed on the device and read once an epoch.
 """
 
@@ -143,27 +143,14 @@ class Trainer:
             if self.method.stop_requested():
                 log.log(f"stage {self.cfg.name}: {self.cfg.method} ended the stage after epoch {self.epoch}")
                 break
-            t0 = time.perf_counter()
             trains = self.method.trains
-            loss_sum, correct, seen = self.train_epoch(epoch) if trains else self.measure_epoch(epoch)
-            sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
-            sums = dist.all_reduce_sum(sums).cpu()  # the epoch's one host sync (and the ranks agree on NaN)
-            seen = int(sums[2])
-            train_loss, train_acc = float(sums[0]) / seen, 100.0 * float(sums[1]) / seen
-            elapsed = time.perf_counter() - t0
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(
-                    f"loss became {train_loss} in stage '{self.cfg.name}' epoch {epoch + 1}; "
-                    f"last good checkpoint kept: {last if last.exists() else 'none yet'}"
-                )
+            record: dict[str, Any] = {"stage": self.cfg.name, "epoch": epoch + 1}
+            if trains:
+                record.update(self.train_record(epoch, last))
+            else:  # a measure-only stage (eb_prune) takes no step: its numbers are the evaluation's alone
+                log.progress.advance(nb)
+                record["train_flops"] = self.cost.total
             self.epoch = epoch + 1
-            record: dict[str, Any] = {"stage": self.cfg.name, "epoch": self.epoch}
-            if trains:  # a measure-only epoch takes no step, so it has no learning rate and costs no training FLOPs
-                growth, interval = self.method.growth_cost()
-                self.cost.add(1, seen, self.method.densities(), growth=growth, update_interval=interval)
-                record.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"])
-            record.update(train_loss=train_loss, train_acc=train_acc, time=elapsed, img_s=seen / max(elapsed, 1e-9),
-                          train_flops=self.cost.total)
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
                 ev = self.evaluate()
                 split = self.data.eval_name
@@ -187,11 +174,32 @@ class Trainer:
                        progress=round(done / max(self.ctx.steps_total, 1), 4), last=_short(record))
             acc = record.get(f"{self.data.eval_name}_acc")
             log.log(f"{self.cfg.name} epoch {self.epoch}/{self.cfg.epochs} "
-                    + (f"lr {record['lr']:.4g} " if trains else "measured: ")
-                    + f"loss {train_loss:.4f} train {train_acc:.2f}%"
+                    + (f"lr {record['lr']:.4g} loss {record['train_loss']:.4f} train {record['train_acc']:.2f}%"
+                       if trains else "measured:")
                     + (f" {self.data.eval_name} {acc:.2f}%" if acc is not None else "")
-                    + f" ({record['img_s']:.0f} img/s)")
+                    + (f" ({record['img_s']:.0f} img/s)" if trains else ""))
         self.finish()
+
+    def train_record(self, epoch: int, last: Path) -> dict[str, Any]:
+        """Train one epoch and return its metrics: the epoch's one host sync reads the device-side sums (all ranks
+        agree on a NaN, which stops the run as diverged)."""
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = self.train_epoch(epoch)
+        sums = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+        sums = dist.all_reduce_sum(sums).cpu()
+        seen = int(sums[2])
+        train_loss, train_acc = float(sums[0]) / seen, 100.0 * float(sums[1]) / seen
+        elapsed = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"loss became {train_loss} in stage '{self.cfg.name}' epoch {epoch + 1}; "
+                f"last good checkpoint kept: {last if last.exists() else 'none yet'}"
+            )
+        growth, interval = self.method.growth_cost()
+        self.cost.add(1, seen, self.method.densities(), growth=growth, update_interval=interval)
+        return {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                "train_acc": train_acc, "time": elapsed, "img_s": seen / max(elapsed, 1e-9),
+                "train_flops": self.cost.total}
 
     def save_epoch_checkpoint(self, only_missing: bool = False) -> None:
         """checkpoint-E.pt (weights and optimizer, what `init_from = "STAGE@E"` and FGE start from) when the
@@ -259,29 +267,6 @@ class Trainer:
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
             self.log.progress.advance()
-        return loss_sum, correct, seen
-
-    @torch.no_grad()
-    def measure_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """A measure-only stage's pass over the training data (the batches `train_epoch` would see): the method's
-        evaluation forward in eval mode, no gradient, no step, so no weight or BN statistic moves. Returns the same
-        device-side sums as `train_epoch`, of the plain cross-entropy."""
-        model, method = self.model, self.method
-        model.eval()
-        loader = self.train_loader
-        loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for x, y in loader:
-            with self.amp():
-                out = method.eval_forward(x)
-                loss = F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
-            loss_sum += loss.float() * y.numel()
-            correct += (out.argmax(1) == y).sum()
-            seen += y.numel()
-            self.log.progress.advance()
-        model.train()
         return loss_sum, correct, seen
 
     def evaluate(self) -> dict[str, float]:

@@ -142,16 +142,15 @@ def test_a_missing_epoch_checkpoint_is_an_error_not_final_pt(tmp_path: Path) -> 
     raw = {**TINY, "stage": [*TINY["stage"], {"name": "ft", "method": "train", "epochs": 1, "init_from": "train@2"}]}
     recipe = load(str(write_recipe(tmp_path, raw, "tiny.toml")))[0].recipe
     (tmp_path / "train").mkdir()
-    torch.save({"model": {}}, tmp_path / "train" / "final.pt")
-    epochs = {s.name: s.epochs for s in recipe.stage}
+    torch.save({"model": {}, "epoch": recipe.stage[0].epochs}, tmp_path / "train" / "final.pt")
     with pytest.raises(CheckpointError) as e:
-        checkpoint_path(tmp_path, "train@2", epochs)
+        checkpoint_path(tmp_path, "train@2")
     assert str(e.value) == (f"{tmp_path / 'train' / 'checkpoint-2.pt'}: checkpoint not found (init_from = "
                             "'train@2' needs stage 'train' saved at epoch 2; rerun that stage, e.g. in a new run "
                             "directory)")
-    assert checkpoint_path(tmp_path, "train@3", epochs) == tmp_path / "train" / "final.pt"  # the last epoch
+    assert checkpoint_path(tmp_path, "train@3") == tmp_path / "train" / "final.pt"  # the epoch final.pt holds
     torch.save({"model": {}}, tmp_path / "train" / "checkpoint-2.pt")
-    assert checkpoint_path(tmp_path, "train@2", epochs) == tmp_path / "train" / "checkpoint-2.pt"
+    assert checkpoint_path(tmp_path, "train@2") == tmp_path / "train" / "checkpoint-2.pt"
 
 
 def test_resume_rewrites_an_epoch_checkpoint_an_older_version_lost(run_copy: Path, finished: Path) -> None:

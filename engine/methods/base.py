@@ -30,7 +30,7 @@ class Method:
     """
 
     Params: type[MethodParams] = MethodParams  # the method's own `[stage.params]` (engine.config.params)
-    trains = True  # False: a measure-only stage, whose epochs evaluate the model on the training data, never step
+    trains = True  # False: a measure-only stage, whose epochs only evaluate the model (no training pass, no step)
 
     def __init__(self, trainer: Trainer, stage: StageConfig, info: RunInfo) -> None:
         self.trainer = trainer

@@ -8,9 +8,8 @@ resprune.py, main_c.py / main_scratch.py, and their low-precision *_lp.py versio
                  ends the stage when it reads that)
     eb_prune:    load the search's ticket, build the smaller network of the kept channels, copy the surviving
                  weights and set the trainer's model_kwargs = {"cfg": cfg}; a measure-only stage (trains =
-                 False): its epoch is one eval-mode pass over the training data and one evaluation, with no
-                 gradient and no step, so no weight or BN statistic moves; its numbers are the pruned network's
-                 accuracy before retraining, and it costs no training FLOPs
+                 False): its epoch is one evaluation of the pruned network before retraining, as vggprune.py's
+                 test(), with no training pass, so no weight or BN statistic moves and it costs no training FLOPs
     eb_retrain:  train the pruned network: "inherit" the EB weights (EB Train, fine-tuning) or "reinit" them
                  (EB Train re-init); `start_epoch` runs the schedule from that absolute epoch (main_c.py's
                  --start-epoch); sparsity regularisation kept, as the scripts keep -sr
@@ -34,7 +33,7 @@ import torch
 from engine.bn import update_bn
 from engine.config.params import EBPruneParams, EBRetrainParams, EBSearchParams, EBTrainParams, ratio_tag
 from engine.evaluate import evaluate
-from engine.io import load_checkpoint, save_checkpoint
+from engine.io import CheckpointError, load_checkpoint, save_checkpoint
 from engine.lowprec import LowPrecision
 from engine.methods.base import Method, register_method
 from engine.models import create_model
@@ -221,16 +220,13 @@ class EBPrune(_EBBase):
             raise FileNotFoundError(f"eb_prune: no stage directory '{p.source}' in {self.info.run_dir} "
                                     f"(params.source must name the eb_search stage)")
         if p.ticket == "final":
-            return src / "final.pt", "final weights"
+            return self.info.checkpoint(p.source), "final weights"
         if isinstance(p.ticket, int):
-            path = src / f"checkpoint-{p.ticket}.pt"
-            if not path.exists() and (src / "final.pt").exists():
-                if int(load_checkpoint(src / "final.pt").get("epoch", -1)) == p.ticket:
-                    path = src / "final.pt"
-            if not path.exists():
+            try:
+                return self.info.checkpoint(f"{p.source}@{p.ticket}"), f"epoch {p.ticket}"
+            except CheckpointError:
                 raise FileNotFoundError(f"eb_prune: stage '{p.source}' saved no checkpoint at epoch {p.ticket} "
-                                        f"(set its save_every)")
-            return path, f"epoch {p.ticket}"
+                                        f"(set its save_every)") from None
         tag = ratio_tag(p.ticket_ratio or p.ratio)
         path = src / f"eb-{tag}.pt"
         if path.exists():
