@@ -116,16 +116,25 @@ def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return int((a != b).sum()) / a.numel()
 
 
-def hamming_matrix(masks: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+def hamming_matrix(masks: torch.Tensor | Sequence[torch.Tensor], chunk: int = 1 << 20) -> torch.Tensor:
     """[K, K] float64 `mask_distance` of every pair of K equally long masks (a list, or the rows of a [K, N]
-    tensor); zero diagonal."""
-    flat = [m.reshape(-1) for m in masks]
+    tensor); zero diagonal. One matmul of the masks per chunk of `chunk` positions counts every pair's overlap
+    exactly (integers in float64), so the result equals the pairwise count / N bit for bit, with one host copy."""
+    flat = [m.reshape(-1).bool() for m in masks]
     k = len(flat)
     if k and any(m.numel() != flat[0].numel() for m in flat):
         sizes = sorted({m.numel() for m in flat})
         raise ValueError(f"masks of different sizes cannot be compared: {sizes}")
-    out = torch.zeros(k, k, dtype=torch.float64)
-    for i in range(k):
-        for j in range(i + 1, k):
-            out[i, j] = out[j, i] = mask_distance(flat[i], flat[j])
-    return out
+    if k == 0:
+        return torch.zeros(0, 0, dtype=torch.float64)
+    n = flat[0].numel()
+    if n == 0:
+        raise ValueError("empty masks")
+    stacked = torch.stack(flat)
+    both = torch.zeros(k, k, dtype=torch.float64, device=stacked.device)
+    for start in range(0, n, chunk):
+        part = stacked[:, start:start + chunk].double()
+        both += part @ part.T
+    kept = both.diagonal().clone()
+    out = (kept[:, None] + kept[None, :] - 2 * both) / n  # |a| + |b| - 2|a & b| positions differ
+    return out.fill_diagonal_(0.0).cpu()
