@@ -23,6 +23,12 @@ class Registry(dict[str, T]):
         self[name] = obj
         return obj
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: register the decorated definition under `name`."""
-        return lambda obj: self.add(name, obj)
+    def register(self, *names: str) -> Callable[[T], T]:
+        """Decorator: register the decorated definition under each of `names`."""
+
+        def add_all(obj: T) -> T:
+            for name in names:
+                self.add(name, obj)
+            return obj
+
+        return add_all

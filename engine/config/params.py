@@ -8,7 +8,6 @@ picks its own ensemble members (so a stage's `keep` cannot apply).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -31,15 +30,7 @@ class MethodParams(Strict):
 PARAMS: Registry[type[MethodParams]] = Registry("method params")
 
 
-def params_for(*methods: str) -> Callable[[type[MethodParams]], type[MethodParams]]:
-    """Register a params class under the recipe names of the methods that take it."""
-
-    def register(cls: type[MethodParams]) -> type[MethodParams]:
-        for m in methods:
-            PARAMS.add(m, cls)
-        return cls
-
-    return register
+params_for = PARAMS.register  # @params_for("fix", "dst"): the params class of the methods of those recipe names
 
 
 params_for("train")(MethodParams)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from engine.config import StageConfig
-from engine.config.params import MethodParams
+from engine.config.params import PARAMS, MethodParams
 from engine.optim import build_optimizer
 from engine.registry import Registry
 from engine.runinfo import RunInfo
@@ -18,7 +19,16 @@ if TYPE_CHECKING:
 
 
 METHODS: Registry[type[Method]] = Registry("method")  # a recipe's `method` -> its class
-register_method = METHODS.register  # @register_method("name") beside each class (its params: PARAMS[name])
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """@register_method("name") beside each class: registers it and gives it its params class, PARAMS[name]."""
+
+    def register(cls: type[Method]) -> type[Method]:
+        cls.Params = PARAMS[name]
+        return METHODS.add(name, cls)
+
+    return register
 
 
 class Method:

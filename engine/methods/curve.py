@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from engine.config.params import CurveParams
 from engine.curves import CurveNet, coefficients, update_bn
 from engine.data import make_loader
 from engine.flops import CostMeter, layer_flops
@@ -33,8 +32,6 @@ class Curve(Method):
     """Train the bends of a Bezier / PolyChain curve between two earlier stages' weights."""
 
     MONITOR_BN_IMAGES = 2048  # training images the per-epoch monitor re-estimates BN statistics on
-
-    Params = CurveParams
 
     def prepare_model(self, model: torch.nn.Module) -> CurveNet:
         p = self.params

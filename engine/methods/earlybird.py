@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from engine.bn import update_bn
-from engine.config.params import EBPruneParams, EBRetrainParams, EBSearchParams, EBTrainParams, ratio_tag
+from engine.config.params import EBTrainParams, ratio_tag
 from engine.evaluate import evaluate
 from engine.io import CheckpointError, load_checkpoint, save_checkpoint
 from engine.lowprec import LowPrecision
@@ -137,8 +137,6 @@ class _EBBase(Method):
 class EBSearch(_EBBase):
     """main.py / main_lp.py: sparsity-regularised training with one EB detector per pruning ratio."""
 
-    Params = EBSearchParams
-
     def setup(self) -> None:
         super().setup()
         p = self.params
@@ -210,7 +208,6 @@ class EBSearch(_EBBase):
 class EBPrune(_EBBase):
     """vggprune.py / resprune.py: the EB ticket made physically smaller. Its epoch measures, never trains."""
 
-    Params = EBPruneParams
     trains = False
 
     def _ticket_file(self) -> tuple[Any, str]:
@@ -261,8 +258,6 @@ class EBPrune(_EBBase):
             f"({after['params'] / before['params']:.3f}), FLOPs {before['flops']} -> {after['flops']} "
             f"({after['flops'] / before['flops']:.3f}); cfg {res.cfg}")
         res.model.train()
-        if self.info.run.channels_last and t.device.type == "cuda":
-            res.model = res.model.to(memory_format=torch.channels_last)
         return super().prepare_model(res.model)
 
     def _build_cfg(self, cfg: list[int | str]) -> torch.nn.Module:
@@ -286,8 +281,6 @@ class EBPrune(_EBBase):
 @register_method("eb_retrain")
 class EBRetrain(_EBBase):
     """main_c.py / main_scratch.py (and *_lp.py): train the pruned network, with EB weights or re-initialised."""
-
-    Params = EBRetrainParams
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         self.offset = self._offset()

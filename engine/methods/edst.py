@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.config.params import EDSTParams
 from engine.io import save_checkpoint
 from engine.methods.base import register_method
 from engine.methods.dst import DST
@@ -28,8 +27,6 @@ from engine.sparse.topology import prune_rate_at
 @register_method("edst")
 class EDST(DST):
     """DST with an exploration phase and M refinement phases, each leaving a ticket."""
-
-    Params = EDSTParams
 
     def setup(self) -> None:
         super().setup()

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from engine.config.params import FGEParams
 from engine.io import load_checkpoint, save_checkpoint
 from engine.methods.base import Method, register_method
 from engine.optim import build_optimizer
@@ -27,8 +26,6 @@ from engine.optim import build_optimizer
 @register_method("fge")
 class FGE(Method):
     """Cyclic-LR SGD from a pretrained model, collecting a member at every cycle's low point."""
-
-    Params = FGEParams
 
     @property
     def cycle(self) -> int:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from engine.config.params import GMPParams
 from engine.methods.base import register_method
 from engine.methods.granet import GraNet
 
@@ -16,8 +15,6 @@ class GMP(GraNet):
     """GraNet's schedule without neuroregeneration, starting dense (init_density 1.0)."""
 
     regrow = False
-
-    Params = GMPParams
 
     def initial_masks(self):  # noqa: ANN201 - dense start whatever the init rule
         return {n: m.new_ones(m.shape, dtype=m.dtype).cpu() for n, m in self.masking.masks.items()}

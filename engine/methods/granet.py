@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from engine.config.params import GraNetParams
 from engine.methods.base import register_method
 from engine.methods.sparse_base import SparseMethod
 from engine.sparse.topology import gradual_density
@@ -23,8 +22,6 @@ class GraNet(SparseMethod):
 
     topology_updates = True
     regrow = True
-
-    Params = GraNetParams
 
     def initial_density(self) -> float:
         return self.params.init_density

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from engine.bn import update_bn
-from engine.config.params import SupTicketsParams
 from engine.evaluate import evaluate
 from engine.io import save_checkpoint
 from engine.methods.base import register_method
@@ -68,8 +67,6 @@ def prune_global(state: dict[str, torch.Tensor], names: list[str], density: floa
 @register_method("suptickets")
 class SupTickets(GraNet):
     """GraNet / RigL / SET pre-training, then cyclic cheap tickets superposed into one network."""
-
-    Params = SupTicketsParams
 
     @cached_property
     def split(self) -> tuple[int, int]:
