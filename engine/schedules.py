@@ -40,8 +40,8 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: int, frac: float, epochs: 
         marks = list(cfg.milestones) + [int(f * epochs) for f in cfg.milestone_fractions]
         return step_decay_lr(base_lr, cfg.gamma, marks, epoch)
     if name == "cosine":
-        start = cfg.warmup_epochs
-        t = (epoch - start + frac) / max(epochs - start, 1)
+        warm = cfg.warmup_epochs
+        t = (epoch - warm + frac) / max(epochs - warm, 1)
         return cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
     if name == "fge":
         a = (epoch + 1) / epochs

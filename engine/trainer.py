@@ -66,8 +66,6 @@ class Trainer:
         run = ctx.info.run
         self.amp_dtype = amp_dtype(ctx.device, run.precision)
         self.amp = functools.partial(autocast, ctx.device, self.amp_dtype)
-        if run.channels_last and ctx.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
         self.model_kwargs: dict[str, Any] = dict(getattr(model, "model_kwargs", {}))  # how to rebuild the model
         self.model = model.to(ctx.device)
         self.train_loader, self.eval_loader = make_loaders(ctx.info.data, ctx.data, ctx.device, ctx.info.seeds.loader,
@@ -75,6 +73,8 @@ class Trainer:
                                                            batch_size=self.cfg.batch_size)
         self.method = method_cls(self, ctx.stage, ctx.info)
         self.model = self.method.prepare_model(self.model).to(ctx.device)
+        if run.channels_last and ctx.device.type == "cuda":  # after prepare_model, which may build a new model
+            self.model = self.model.to(memory_format=torch.channels_last)
         fwd: torch.nn.Module = self.model
         if dist.world() > 1:  # gradients averaged across ranks; the loop is otherwise unchanged
             fwd = torch.nn.parallel.DistributedDataParallel(
@@ -92,10 +92,6 @@ class Trainer:
     @property
     def stage_dir(self) -> Path:
         return self.ctx.stage_dir
-
-    def lr(self, epoch: int, frac: float) -> float:
-        """The learning rate at a point of the stage, as the method's schedule (engine.schedules) gives it."""
-        return self.method.lr(epoch, frac)
 
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -249,7 +245,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for i, (x, y) in enumerate(loader):
-            lr = self.lr(epoch, i / nb)
+            lr = method.lr(epoch, i / nb)
             for g in opt.param_groups:
                 g["lr"] = lr
             with self.amp():
