@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from engine.runlog import read_metrics
 from engine.store import DamagedFile, groups, read_group
 from repro.recipe import RecipeError, load_resolved
-from repro.rundir import RunInfo
+from repro.rundir import RunInfo, Status
 
 # what reading a run's metrics.jsonl and analysis.h5 raises when they are damaged or foreign (DamagedFile is an
 # OSError; a group written by another version may lack a dataset: KeyError; a bad number: ValueError or TypeError)
@@ -60,12 +59,8 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
 
 def wall_time(status: dict[str, Any]) -> float | None:
     """Seconds from started to finished (or to the last update), from status.json's timestamps."""
-    try:
-        start = dt.datetime.fromisoformat(status["started"])
-        end = dt.datetime.fromisoformat(status.get("finished") or status["updated"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (end - start).total_seconds()
+    s = Status(status)
+    return None if s.started is None or s.ended is None else s.ended - s.started
 
 
 def flops_cell(row: dict[str, Any]) -> str:

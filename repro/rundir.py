@@ -1,7 +1,7 @@
 """Run directories: where they go, the lock that keeps two runs out of one, and reading them back.
 
 This module is the one reader of a run directory's files for the CLI, the report and the TUI: status.json
-(`read_status`, `parse_status`), metrics.jsonl (`parse_metrics`, `best_acc`), the lock (`read_lock`,
+(`read_status`, `parse_status`), metrics.jsonl (`engine.runlog.parse_metrics`, `best_acc`), the lock (`read_lock`,
 `is_locked`) and the listing of a root (`run_dirs`, `list_runs`). repro.tui.rundata caches around these
 functions. Nothing here imports torch."""
 
@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine import runlog
 from engine.io import clean_temp_files
 from engine.runlog import read_metrics
 
@@ -289,11 +288,6 @@ def live_state(status: Status, locked: bool) -> tuple[str, str]:
 
 
 # ---- metrics.jsonl ----------------------------------------------------------------------------------
-def parse_metrics(data: bytes) -> list[dict[str, Any]]:
-    """The records of complete metrics.jsonl lines (engine.runlog.parse_metrics on the decoded bytes)."""
-    return runlog.parse_metrics(data.decode("utf-8", "replace"))
-
-
 def eval_acc(record: dict[str, Any]) -> float | None:
     """The best held-out accuracy in one metrics record: any numeric *_acc but train_acc."""
     accs = [x for k, v in record.items() if k.endswith("_acc") and not k.startswith("train")

@@ -41,7 +41,7 @@ def _function_import_groups(tree: ast.AST) -> list[list[ast.Import | ast.ImportF
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for block in ast.walk(fn):
-            for field in ("body", "orelse", "finalbody", "handlers"):
+            for field in ("body", "orelse", "finalbody"):
                 run: list[ast.Import | ast.ImportFrom] = []
                 stmts = getattr(block, field, None)
                 for stmt in stmts if isinstance(stmts, list) else []:

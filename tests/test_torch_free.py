@@ -66,7 +66,7 @@ async def go():
         await pilot.pause()
         table = app.screen.query_one("#recipes", DataTable)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
-        assert rows and all("?" not in map(str, r[1:5]) and all(str(c) for c in r[1:5]) for r in rows), rows[:3]
+        assert rows and all("?" not in map(str, r[2:6]) and all(str(c) for c in r[2:6]) for r in rows), rows[:3]
         await pilot.press("2")
         await pilot.pause(0.5)
         runs = app.screen.query_one(DataTable)

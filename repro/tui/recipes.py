@@ -311,14 +311,14 @@ class RecipesScreen(Screen):
         name = self.current
         if name is None:
             return
-        info = self.infos.get(name)
-        if info is not None and info.error:
+        info = self.infos[name]
+        if info.error:
             self.notify(info.error.splitlines()[0], title=f"{name} does not load", severity="error")
             return
         sets, device, faithful = self.sets, self.device, self.faithful
         cmd = " ".join(["repro run", name, *(f"--set {s}" for s in sets), f"--device {device}",
                         *(["--smoke"] if smoke else []), *(["--faithful"] if faithful else [])])
-        runs = info.runs if info else 1
+        runs = info.runs
         body = (f"{cmd}\n\n{'smoke profile: digits, a narrow model, two epochs a stage' if smoke else 'FULL SIZE'}"
                 f"{f'; a sweep of {runs} runs, one after another' if runs > 1 else ''}\n"
                 f"runs in the background and outlives this app; root {self.app.root}")

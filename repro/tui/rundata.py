@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.runlog import parse_metrics
 from repro.rundir import (
     Status,
     best_acc,
@@ -24,7 +25,6 @@ from repro.rundir import (
     is_run_dir,
     live_state,
     number,
-    parse_metrics,
     read_status,
     run_dirs,
 )
@@ -77,7 +77,7 @@ class JsonlReader:
         if end < 0:
             return []  # only a partial line so far
         self.offset += end + 1
-        return parse_metrics(data[:end])
+        return parse_metrics(data[:end].decode("utf-8", "replace"))
 
 
 class LogTail:
