@@ -241,6 +241,16 @@ DIFFERENCES: tuple[Difference, ...] = (
                "best-validation member is kept as the original (`keep = \"best\"`)",
         recipes=("freetickets_pf_*",)),
     Difference(
+        id="masks_drawn_from_the_run_seed",
+        ours="a sparse stage draws its initial masks from its own stream, run.seed * 7919 + its index in the recipe; "
+             "its own `seed` sets its weights' init and data order, not its masks",
+        original="main_DST.py seeds torch with --seed before Masking draws the masks, so each independent run's masks "
+                 "follow its --seed (17, 18, 19)",
+        source=f"{FT} main_DST.py:202, 284-286",
+        effect="none in distribution: the members' masks still differ (one stream per stage) and no draw matches the "
+               "original's bit for bit in any case; changing one member's `seed` does not redraw its masks",
+        recipes=("freetickets_dst_*",)),
+    Difference(
         id="logits_not_log_softmax",
         ours="models return logits and train with cross-entropy",
         original="models return log_softmax and train with NLL",
