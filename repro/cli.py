@@ -479,7 +479,7 @@ def _arch_sparsity(arch: str, init: str, density: float, num_classes: int, width
         masks = initial_masks(model, list(params), cfg, cfg.density, generator)
         return _layer_rows(params, {n: float(m.float().mean()) for n, m in masks.items()}), f"{arch} {init} d={density}"
     loader, classes = None, num_classes
-    if cfg.init in ("snip", "grasp"):
+    if cfg.init in ("snip", "snip_masks", "grasp"):
         recipe = Recipe.model_validate({"name": "sparsity", "paper": "demo", "run": {"seed": seed},
                                         "model": {"arch": arch, "width": width},
                                         "stage": [{"name": "sparse", "method": "fix", "epochs": 1}]})

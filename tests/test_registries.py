@@ -14,7 +14,7 @@ from engine.config import NORMALIZATIONS, PARAMS, SPARSE_INITS
 from engine.data import NORMALIZE
 from engine.methods import METHODS, Method
 from engine.methods.sparse_base import SparseMethod
-from engine.sparse.inits import INITS, MAGNITUDE_INITS
+from engine.sparse.inits import INITS, MAGNITUDE_INITS, SCORE_INITS
 from engine.store import read_group
 from repro.plots import PLOTS, plot
 from repro.tui.analysis import TITLES, VIEWS
@@ -61,4 +61,4 @@ def test_schema_names_are_the_engines() -> None:
     """The names a recipe may use are the ones the engine implements: analyses, normalisations, sparse inits."""
     assert set(SCHEMA_ANALYSES) == set(ANALYSES)
     assert set(NORMALIZATIONS) == set(NORMALIZE)
-    assert set(SPARSE_INITS) == set(INITS) | set(MAGNITUDE_INITS)
+    assert set(SPARSE_INITS) == set(INITS) | set(MAGNITUDE_INITS) | set(SCORE_INITS)

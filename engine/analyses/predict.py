@@ -3,6 +3,8 @@ on the evaluation split, the ensemble as the mean of the members' probabilities,
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,9 @@ import torch
 
 from engine.analyses.context import AnalysisContext, register_analysis
 from engine.evaluate import predict_probs
-from engine.store import write_group
+from engine.store import groups, read_group, write_group
+
+TICKET = re.compile(r"ticket\d+")  # Sup-tickets' cheap tickets (ticket1..K), not the superposed network
 
 
 def ensemble_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -49,3 +53,18 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
     }, attrs={"split": "test", "units": "accuracy in percent"}, meta=ctx.meta)
     return {"members": len(members), "ensemble_acc": res["ensemble_acc"], "ensemble_nll": res["ensemble_nll"],
             "member_acc_mean": float(res["member_acc"].mean())}
+
+
+def report_metrics(h5: Path) -> dict[str, float]:
+    """`ticket_ensemble_acc` for `repro report`: accuracy (%) of the mean softmax over the cheap tickets in /predict
+    (members named ticket1..K, the superposed network left out): Sup-tickets' "prediction ensemble" (Table 17)."""
+    if "predict" not in groups(h5):
+        return {}
+    g = read_group(h5, "predict")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in g["member_names"]]
+    idx = [i for i, n in enumerate(names) if TICKET.fullmatch(n)]
+    if not idx:
+        return {}
+    mean = np.asarray(g["member_probs"])[idx].astype(np.float64).mean(0)
+    hits = mean.argmax(1) == np.asarray(g["labels"])
+    return {"ticket_ensemble_acc": float(hits.mean() * 100)}

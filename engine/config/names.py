@@ -12,11 +12,12 @@ NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "none")
 METRICS = (
     "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
     "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean", "superposed_acc",
+    "ticket_ensemble_acc",
     "curve_min_train_loss", "curve_max_train_loss", "curve_min_test_error", "curve_max_test_error",
     "bn_train_loss", "bn_test_error",
 )
 # the analyses over a finished run (engine/analyses), each writing one group of analysis.h5
 ANALYSES = ("predict", "disagreement", "kd", "calibration", "ood", "mask_overlap", "tsne", "sparsity", "earlybird",
             "curve", "plane", "bn_eval")
-SPARSE_INITS = ("uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "grasp", "pruning", "prune_uniform",
-                "prune_global", "dense")
+SPARSE_INITS = ("uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "snip_masks", "grasp", "pruning",
+                "prune_uniform", "prune_global", "dense")

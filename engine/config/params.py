@@ -8,7 +8,7 @@ picks its own ensemble members (so a stage's `keep` cannot apply).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -26,6 +26,8 @@ class MethodParams(Strict):
         """Problems of the stage around these params, as (key under the stage, message)."""
         return []
 
+
+Density = Annotated[float, Field(gt=0, le=1)]
 
 PARAMS: Registry[type[MethodParams]] = Registry("method params")
 
@@ -105,10 +107,19 @@ class EDSTParams(SparseParams):
 class GraNetParams(SparseParams):
     """Gradual magnitude pruning from init_density to final_density with zero-cost regrowth (GraNet)."""
 
-    init_density: float = Field(0.5, gt=0, le=1)
-    final_density: float = Field(0.05, gt=0, le=1)
+    # "final": start at the final density (RigL / SET / static training through GraNet's code, as the original's
+    # --init-density equal to --final-density)
+    init_density: Density | Literal["final"] = 0.5
+    # None: the stage's [sparse].density (0.05 by default, the original's --final-density default), so a sweep of
+    # train.sparse.density moves GraNet's target too
+    final_density: Density | None = None
     init_prune_epoch: float = Field(0, ge=0)
     final_prune_epoch: float = Field(110, ge=0)
+
+    def densities(self, sparse_density: float) -> tuple[float, float]:
+        """(initial, final) density of a stage whose [sparse].density is `sparse_density`."""
+        final = sparse_density if self.final_density is None else self.final_density
+        return (final if self.init_density == "final" else self.init_density), final
 
 
 @params_for("gmp")
@@ -135,6 +146,9 @@ class SupTicketsParams(GraNetParams):
     cima_factor: float = Field(0.5, gt=0, le=1)
     include_pretrained: bool = True  # the pre-trained model counts as member 0 of the average (the code's way)
     update_bn: bool = True
+    # --fix: no periodic topology updates in either phase (static ERK / SNIP pre-training); the re-explorations at
+    # the cycles' starts still run (main_suptickets.py calls truncate_weights directly)
+    fix: bool = False
     # pre-training epochs given outright (ImageNet --pretrain_epoch; the remaining epochs are the cycles);
     # 0: derived from cycle_rate as the CIFAR script does
     pretrain_epochs: int = Field(0, ge=0)

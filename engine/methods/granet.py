@@ -1,6 +1,6 @@
 """GraNet (Sup-tickets' `--method GraNet`): gradual magnitude pruning with zero-cost neuroregeneration.
 
-    masks <- ERK at init_density
+    masks <- ERK at init_density ("final": at the final density, i.e. RigL / SET through GraNet's code)
     every update_frequency steps (from init_prune_epoch on):
         target density(i) = final + (init - final)·(1 - (i - i0)/n)^3 for i0 <= i < i1 (the cubic schedule)
         global magnitude pruning down to the target (strictly larger |w| kept)
@@ -23,16 +23,22 @@ class GraNet(SparseMethod):
     topology_updates = True
     regrow = True
 
+    @property
+    def target_densities(self) -> tuple[float, float]:
+        """(initial, final) density: the params', the final one defaulting to the stage's [sparse].density."""
+        return self.params.densities(self.scfg.density)
+
     def initial_density(self) -> float:
-        return self.params.init_density
+        return self.target_densities[0]
 
     def update_topology(self, rate: float | None = None) -> None:
         t, p = self.trainer, self.params
         steps_per_epoch = len(t.train_loader)
         if t.step < p.init_prune_epoch * steps_per_epoch:
             return
-        target = gradual_density(t.step, self.scfg.update_frequency, steps_per_epoch, p.init_density,
-                                 p.final_density, p.init_prune_epoch, p.final_prune_epoch)
+        init, final = self.target_densities
+        target = gradual_density(t.step, self.scfg.update_frequency, steps_per_epoch, init, final,
+                                 p.init_prune_epoch, p.final_prune_epoch)
         if target is not None:
             self.prune_to(target)
         if self.regrow:

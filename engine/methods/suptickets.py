@@ -1,7 +1,8 @@
 """Sup-tickets (Yin et al., UAI 2022; `main_suptickets.py`): cheap tickets from a cyclic learning rate,
 superposed into one sparse network.
 
-    P = E - C epochs of sparse training (GraNet, or RigL/SET = GraNet with init = final density), lr 0.1 with
+    P = E - C epochs of sparse training (GraNet, or RigL/SET = GraNet with init = final density; static ERK / SNIP
+        with `fix`, --fix: no topology updates but the re-explorations), lr 0.1 with
         x0.1 at int(P/2) and int(3P/4);       C = floor(E·cycle_rate) down to a multiple of `cycle`
         (ImageNet main.py: P = --pretrain_epoch, x0.1 at the absolute epochs --first_m/second_m/third_m, after
         the warm-up of the stage's [schedule])
@@ -95,6 +96,13 @@ class SupTickets(GraNet):
             return
         super().update_topology(rate)
 
+    def updates_allowed(self) -> bool:
+        """No periodic updates with `fix` (static pre-training); re-explorations call update_topology directly."""
+        return not self.params.fix and super().updates_allowed()
+
+    def growth_cost(self) -> tuple[str | None, int | None]:
+        return (None, None) if self.params.fix else super().growth_cost()
+
     def start_epoch(self, epoch: int) -> None:
         """Re-exploration: one large prune-and-regrow at the start of every cycle, with the last step's gradient."""
         if self.re_explores_at(epoch):
@@ -126,7 +134,7 @@ class SupTickets(GraNet):
             a = 1.0 / (self.k + 1 if p.include_pretrained else self.k) if p.superposing == "caa" else p.cima_factor
             self.superposed = superpose(self.superposed, ticket, a)
         names = list(maskable(self.model, self.scfg.dense_layers))
-        masks = prune_global(self.superposed, names, p.final_density)
+        masks = prune_global(self.superposed, names, self.target_densities[1])
         for n in names:
             self.superposed[n] = self.superposed[n] * masks[n]
         model = copy.deepcopy(self.model)

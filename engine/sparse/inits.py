@@ -11,6 +11,8 @@ A.5.6) and FreeTickets (`freetickets.md`, 2.2). Conventions (N_l = numel of laye
   in the reference: they apply `d` to the masked layers only (dense-pattern layers come on top).
 * Densities are per-layer *expected* densities; `draw_masks` turns them into masks, either with an exact
   count per layer (default, recommended by the notes) or i.i.d. Bernoulli as the original code.
+* `snip_masks` keeps the SNIP top-k weights themselves (`score_masks`), where `snip` re-draws positions at SNIP's
+  ratios.
 * `initial_masks` is the one dispatch from a `[sparse]` table to the masks training starts from (sparse training
   and `repro sparsity` both call it).
 """
@@ -32,6 +34,9 @@ from engine.data import BatchLoader
 
 INITS = ("dense", "uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "grasp")
 MAGNITUDE_INITS = {"pruning": "global", "prune_global": "global", "prune_uniform": "uniform"}  # init -> scope
+# inits whose masks are the top scores themselves (positions included), init -> the ratio rule scoring them:
+# `snip_masks` is SNIP proper (Lee et al. 2019; Sup-tickets ImageNet/snip.py), `snip` only takes its ratios
+SCORE_INITS = {"snip_masks": "snip"}
 _INIT_KEYS = {name.lower(): name for name in INITS}
 _CONV = nn.modules.conv._ConvNd
 
@@ -438,12 +443,15 @@ def initial_masks(model: nn.Module, names: Sequence[str], cfg: SparseConfig, den
                   generator: torch.Generator, loader: BatchLoader | None = None,
                   num_classes: int = 0) -> dict[str, torch.Tensor]:
     """The masks sparse training starts from (bool, on the CPU) over the weights `names`, by `cfg.init`: magnitude
-    pruning of the weights (pruning / prune_global / prune_uniform), or a layer-wise density rule drawn at random
-    with `generator` (`cfg.draw`); SNIP and GraSP score a batch of `loader`'s epoch 0 (see `initial_densities`)."""
+    pruning of the weights (pruning / prune_global / prune_uniform), SNIP's own top scores (snip_masks), or a
+    layer-wise density rule drawn at random with `generator` (`cfg.draw`); SNIP and GraSP score a batch of
+    `loader`'s epoch 0 (see `initial_densities`)."""
     params = dict(model.named_parameters())
     cpu = {n: params[n].detach().float().cpu() for n in names}
     if cfg.init in MAGNITUDE_INITS:
         return magnitude_masks(cpu, density, MAGNITUDE_INITS[cfg.init])
+    if cfg.init in SCORE_INITS:
+        return score_masks(_snip_scores(model, names, cfg, generator, loader), density)
     dens = initial_densities(model, names, cfg, density, generator, loader, num_classes)
     return draw_masks(cpu, dens, generator, exact=cfg.draw == "exact")
 
@@ -456,20 +464,44 @@ def initial_densities(model: nn.Module, names: Sequence[str], cfg: SparseConfig,
     the batch's device when that is not the CPU); GraSP scores 25 images of every class (`grasp_batch`, without
     the original's 10-class limit)."""
     scores = None
-    if cfg.init in ("snip", "grasp") and loader is None:
-        raise ValueError(f"init '{cfg.init}' scores a batch of training data: it needs the training loader")
-    if cfg.init == "snip":
-        x, y = score_batch(loader, cfg.score_batch)
-        gen = generator
-        if x.device.type != "cpu" and generator is not None:
-            gen = torch.Generator(x.device).manual_seed(generator.initial_seed())
-        scores = {n: s.cpu() for n, s in snip_scores(model, x, y, names, generator=gen).items()}
-    elif cfg.init == "grasp":
+    init = SCORE_INITS.get(cfg.init, cfg.init)  # snip_masks: the same layer-wise densities as SNIP's ratios
+    if init == "snip":
+        scores = _snip_scores(model, names, cfg, generator, loader)
+    elif init == "grasp":
+        if loader is None:
+            raise ValueError("init 'grasp' scores a batch of training data: it needs the training loader")
         loader.set_epoch(0)
         x, y = grasp_batch(loader, num_classes)
         scores = {n: s.cpu() for n, s in grasp_scores(model, x, y, names).items()}
-    return layer_densities(model, cfg.init, density, dense=cfg.dense_layers, erk_power_scale=cfg.erk_power_scale,
+    return layer_densities(model, init, density, dense=cfg.dense_layers, erk_power_scale=cfg.erk_power_scale,
                            fc_density=cfg.fc_density, scores=scores)
+
+
+def _snip_scores(model: nn.Module, names: Sequence[str], cfg: SparseConfig, generator: torch.Generator | None,
+                 loader: BatchLoader | None) -> dict[str, torch.Tensor]:
+    """SNIP scores (on the CPU) of one augmented batch of `cfg.score_batch` training images, the scoring copy
+    re-initialised with `generator` (a copy of it on the batch's device when that is not the CPU)."""
+    if loader is None:
+        raise ValueError(f"init '{cfg.init}' scores a batch of training data: it needs the training loader")
+    x, y = score_batch(loader, cfg.score_batch)
+    gen = generator
+    if x.device.type != "cpu" and generator is not None:
+        gen = torch.Generator(x.device).manual_seed(generator.initial_seed())
+    return {n: s.cpu() for n, s in snip_scores(model, x, y, names, generator=gen).items()}
+
+
+def score_masks(scores: dict[str, torch.Tensor], density: float) -> dict[str, torch.Tensor]:
+    """SNIP's own masks: exactly int(N * density) of the largest scores over all layers jointly, positions
+    included (ties to the earliest positions); SNIP keeps every score >= the cut, which can keep a few more."""
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    flat = torch.cat([s.detach().reshape(-1).float() for s in scores.values()])
+    keep = _top_count(flat, int(flat.numel() * density))
+    masks, start = {}, 0
+    for n, s in scores.items():
+        masks[n] = keep[start:start + s.numel()].view(s.shape)
+        start += s.numel()
+    return masks
 
 
 def score_batch(loader: BatchLoader, size: int) -> tuple[torch.Tensor, torch.Tensor]:
