@@ -20,7 +20,8 @@ MC = "timgaripov/dnn-mode-connectivity"
 
 ALL = ("*",)
 FREETICKETS_CIFAR = ("freetickets_*_cifar10", "freetickets_*_cifar100", "demo_digits", "demo_sparse_digits")
-SUPTICKETS_CIFAR = ("suptickets_*_cifar10", "suptickets_*_cifar100")
+SUPTICKETS_TABLES = ("suptickets_table1_*", "suptickets_table2_*", "suptickets_table9_*")  # CIFAR-10 and -100 sweeps
+SUPTICKETS_CIFAR = ("suptickets_*_cifar10", "suptickets_*_cifar100") + SUPTICKETS_TABLES
 RANDOM_CIFAR = ("randompruning_*_cifar10", "randompruning_*_cifar100")
 SPARSE_CIFAR = FREETICKETS_CIFAR + SUPTICKETS_CIFAR + RANDOM_CIFAR
 
@@ -115,7 +116,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         effect="validation accuracy a little lower and noisier in the original; best-validation checkpoints (EDST "
                "tickets, PF members) can be picked at other epochs",
         key="data.val_augment", faithful=True,
-        recipes=("freetickets_*_cifar10", "freetickets_*_cifar100", "suptickets_*_cifar10", "randompruning_*_cifar10")),
+        recipes=("freetickets_*_cifar10", "freetickets_*_cifar100", "suptickets_*_cifar10", "randompruning_*_cifar10")
+        + SUPTICKETS_TABLES),
     Difference(
         id="members_final_weights",
         ours="each DST member (and the individual model) is its stage's final weights",
@@ -152,7 +154,38 @@ DIFFERENCES: tuple[Difference, ...] = (
         effect="the original's SET numbers are RigL's; random growth is usually a few tenths of a point lower at 95% "
                "sparsity",
         key="stage.*.sparse.growth", faithful="gradient",
-        recipes=("suptickets_set_*",)),
+        recipes=("suptickets_set_*",) + SUPTICKETS_TABLES),
+    Difference(
+        id="suptickets_cifar10_test_set",
+        ours="CIFAR-10 accuracies (each epoch's test_acc, the superposed network's) are measured on the 10,000 test "
+             "images",
+        original="main_suptickets.py never uses its test loader: it scores the last 5,000 training images "
+                 "(--valid_split 0.1) and prints that validation accuracy, also for the superposed network",
+        source=f"{ST} CIFAR/main_suptickets.py:382, 494-495, 561-562, 627-628",
+        effect="the paper's CIFAR-10 numbers are validation accuracies on held-out training images; test accuracy "
+               "is usually within a few tenths of it (CIFAR-100's validation set is its test set: no difference)",
+        recipes=("suptickets_*_cifar10",) + SUPTICKETS_TABLES),
+    Difference(
+        id="suptickets_cifar_snip",
+        ours="the CIFAR SNIP rows start from SNIP's own masks (`init = \"snip_masks\"`: the top int(N d) |g w| of all "
+             "conv and linear weights on one training batch, scored on a Xavier-re-initialised copy as "
+             "ImageNet/snip.py) and keep them fixed",
+        original="the CIFAR code has no SNIP: Masking.init knows ERK, uniform and the prune_* modes, and any other "
+                 "--sparse-init leaves all-ones masks (dense training); SNIP exists only in the ImageNet code",
+        source=f"{ST} CIFAR/sparselearning/core.py:110-325, 494; ImageNet/snip.py:64-118",
+        effect="the paper's CIFAR SNIP rows cannot come from the released code; ours is the ImageNet code's SNIP",
+        recipes=("suptickets_table2_*",)),
+    Difference(
+        id="suptickets_imagenet_snip_live_model",
+        ours="SNIP scores a copy of the network with cross-entropy; the trained network keeps its own (kaiming "
+             "fan-in) weights and every weight trains",
+        original="snip.py re-initialises the live model's conv and linear weights (xavier_normal), sets their "
+                 "requires_grad to False and patches forward to weight * weight_mask (a parameter outside the "
+                 "optimizer), so those weights never train; it scores nll_loss of the logits",
+        source=f"{ST} ImageNet/snip.py:74-96; ImageNet/core.py:202-210",
+        effect="the original's SNIP run trains only BatchNorm and biases, so the paper's SNIP row cannot come from "
+               "it; ours trains the SNIP-masked network",
+        recipes=("suptickets_table3_*",)),
     Difference(
         id="suptickets_imagenet_swap_superposed",
         ours="training keeps its own trajectory; the superposed network is a side accumulator (as the CIFAR script)",
