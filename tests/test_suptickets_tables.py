@@ -12,9 +12,11 @@ import torch
 from helpers import digits_trainer
 
 from engine.analyses.predict import report_metrics
+from engine.config.expect import matches
 from engine.config.params import GraNetParams
 from engine.sparse.inits import score_batch, score_masks, snip_scores
 from engine.store import write_group
+from repro.recipe import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,3 +129,100 @@ def test_ticket_ensemble_acc_by_hand(tmp_path: Path) -> None:
                 meta={"recipe": "t", "run_id": "r"})
     assert report_metrics(other) == {}
     assert report_metrics(tmp_path / "missing.h5") == {}
+
+
+# ---- the table recipes -----------------------------------------------------------------------------------------
+TABLE_RECIPES = {"suptickets_table1_vgg16": 2 * 3 * 6, "suptickets_table2_resnet50": 2 * 3 * 10,
+                 "suptickets_table9_wrn28x10": 2 * 3 * 6, "suptickets_table3_resnet50_imagenet": 2 * 7,
+                 "suptickets_table5_cycle_cifar100": 2 * 4}
+
+
+@pytest.fixture(scope="module")
+def table_points() -> dict[str, list]:
+    return {name: load(name) for name in TABLE_RECIPES}
+
+
+def _cell(points: list, table: str, row: str, column: str):  # noqa: ANN202 - an engine.config.expect.Cell
+    (cell,) = [c for c in points[0].recipe.expect.cells() if (c.table, c.row, c.column) == (table, row, column)]
+    return cell
+
+
+def _point(points: list, cell):  # noqa: ANN001, ANN202 - the one Resolved sweep point a cell selects
+    chosen = [p for p in points if matches(cell.match, p.recipe.model_dump(), p.recipe.run.point)]
+    assert len(chosen) == 1, (cell.table, cell.row, cell.column, [p.tag for p in chosen])
+    return chosen[0]
+
+
+def test_every_table_cell_selects_exactly_one_sweep_point(table_points: dict[str, list]) -> None:
+    for name, points in table_points.items():
+        assert len(points) == TABLE_RECIPES[name], name
+        cells = points[0].recipe.expect.cells()
+        assert cells, name
+        for c in cells:
+            _point(points, c)
+        # and every sweep point is some cell of the recipe's own first table (nothing runs that no cell shows)
+        first = points[0].recipe.expect.table[0].id
+        shown = {_point(points, c).tag for c in cells if c.table == first}
+        assert shown == {p.tag for p in points}, name
+
+
+@pytest.mark.parametrize("recipe, table, row, column, metric, paper, std", [
+    ("suptickets_table2_resnet50", "table2", "RigL", "C100 90%", "test_acc", 77.95, 0.36),
+    ("suptickets_table2_resnet50", "table2", "SNIP+Sup-tickets", "C100 95%", "superposed_acc", 65.56, 1.15),
+    ("suptickets_table2_resnet50", "table2", "ERK (static)", "C10 80%", "test_acc", 94.85, 0.21),
+    ("suptickets_table2_resnet50", "table17", "ResNet-50: RigL + Prediction Ensemble", "C100 95%",
+     "ticket_ensemble_acc", 77.66, 0.4),
+    ("suptickets_table1_vgg16", "table1", "GraNet+Sup-tickets", "C10 80%", "superposed_acc", 94.24, 0.05),
+    ("suptickets_table1_vgg16", "table17", "VGG-16: RigL + Prediction Ensemble", "C10 80%", "ticket_ensemble_acc",
+     93.97, 0.18),
+    ("suptickets_table9_wrn28x10", "table9", "SET", "C100 80%", "test_acc", 80.60, 0.07),
+    ("suptickets_table3_resnet50_imagenet", "table3", "RigL", "top-1 @90%", "test_acc", 73.0, 0.04),
+    ("suptickets_table3_resnet50_imagenet", "table3", "GraNet+Sup-tickets", "top-1 @80%", "superposed_acc", 76.2,
+     0.0),
+    ("suptickets_table3_resnet50_imagenet", "table18", "GraNet + Prediction Ensemble", "top-1 @90%",
+     "ticket_ensemble_acc", 74.614, 0.0),
+    ("suptickets_table5_cycle_cifar100", "table5", "ResNet-50", "C = 12", "superposed_acc", 77.17, 0.0),
+    ("suptickets_table5_cycle_cifar100", "table5", "VGG-16", "C = 4", "superposed_acc", 71.42, 0.0),
+])
+def test_cells_hold_the_papers_values(table_points: dict[str, list], recipe: str, table: str, row: str, column: str,
+                                      metric: str, paper: float, std: float) -> None:
+    """Cells checked by hand against paper_numbers.md section 2; tolerance max(2 x std, [expect].tolerance 0.5)."""
+    c = _cell(table_points[recipe], table, row, column)
+    assert (c.metric, c.paper, c.std) == (metric, paper, std)
+    assert c.tolerance == pytest.approx(max(2 * std, 0.5))
+
+
+def test_cells_select_the_runs_the_original_code_would_make(table_points: dict[str, list]) -> None:
+    """The point behind a cell is that row's procedure at that column's dataset and density."""
+    pts = table_points["suptickets_table2_resnet50"]
+    rigl = _point(pts, _cell(pts, "table2", "RigL", "C100 90%")).recipe
+    st = rigl.stage[0]
+    assert (rigl.data.dataset, st.method, st.sparse.density, st.sparse.growth) == ("cifar100", "dst", 0.1, "gradient")
+    assert (st.schedule.name, st.schedule.milestone_fractions, st.epochs) == ("multistep", [0.5, 0.75], 250)
+    snip = _point(pts, _cell(pts, "table2", "SNIP+Sup-tickets", "C10 95%")).recipe
+    st = snip.stage[0]
+    assert (snip.data.dataset, snip.data.val_split, st.method, st.sparse.init) == ("cifar10", 5000, "suptickets",
+                                                                                    "snip_masks")
+    assert st.params.fix and st.params.densities(st.sparse.density) == (0.05, 0.05)
+    assert st.params.budget(st.epochs) == (226, 3)
+    granet = _point(pts, _cell(pts, "table2", "GraNet", "C100 80%")).recipe.stage[0]
+    assert (granet.method, granet.params.densities(granet.sparse.density)) == ("granet", (0.5, 0.2))
+    set_sup = _point(pts, _cell(pts, "table2", "SET+Sup-tickets", "C100 95%")).recipe.stage[0]
+    assert (set_sup.sparse.growth, set_sup.params.fix, set_sup.params.re_explore) == ("random", False, True)
+    imagenet = table_points["suptickets_table3_resnet50_imagenet"]
+    sup = _point(imagenet, _cell(imagenet, "table3", "RigL+Sup-tickets", "top-1 @80%")).recipe.stage[0]
+    assert sup.params.budget(sup.epochs) == (92, 4) and sup.params.densities(sup.sparse.density) == (0.2, 0.2)
+    cyc = table_points["suptickets_table5_cycle_cifar100"]
+    c2 = _point(cyc, _cell(cyc, "table5", "VGG-16", "C = 2")).recipe.stage[0]
+    assert c2.params.budget(c2.epochs) == (226, 12)
+
+
+def test_one_cell_runs_alone_with_set() -> None:
+    """The README's way to run one cell: pin the variant axes by tag and the density by value."""
+    (one,) = load("suptickets_table2_resnet50", ("method=rigl_sup", "dataset=c100", "train.sparse.density=0.1"))
+    assert one.recipe.run.point == {"dataset": "c100", "method": "rigl_sup"}  # a pinned plain axis leaves the point
+    assert one.recipe.stage[0].method == "suptickets" and one.recipe.data.dataset == "cifar100"
+    dump, point = one.recipe.model_dump(), one.recipe.run.point
+    got = [(c.table, c.row, c.column) for c in one.recipe.expect.cells() if matches(c.match, dump, point)]
+    assert got == [("table2", "RigL+Sup-tickets", "C100 90%"),
+                   ("table17", "ResNet-50: RigL + Prediction Ensemble", "C100 90%")]
