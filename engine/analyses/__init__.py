@@ -3,6 +3,7 @@ definition (`@register_analysis`), and importing the modules here fills ANALYSES
 
 from engine.analyses import (  # noqa: F401  (each module registers its analyses)
     calibration,
+    corruption,
     curve,
     disagreement,
     earlybird,
