@@ -76,6 +76,15 @@ def test_generated_severities_grow() -> None:
         assert 0 < moved[0] < moved[1] < moved[2], name
 
 
+def test_generated_sets_cut_the_test_split_and_keep_its_labels() -> None:
+    test = load_dataset("digits").test.subset(100)
+    names, severities, _, sets = corruption.generated_sets(test, seed=3)
+    got = list(sets())
+    assert names == list(GENERATED) and severities == [1, 2, 3] and len(got) == 9
+    assert all(len(s) == 64 and torch.equal(s.y, test.y[:64]) for s in got)
+    assert torch.equal(got[5].x, contrast(test.x[:64], GENERATED["contrast"][1][2]))  # corruption 1, severity 3
+
+
 # ---- scores on hand-computed probabilities -----------------------------------------------------------------
 
 P0 = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
@@ -122,7 +131,7 @@ def test_pooled_ece_is_the_ece_of_the_concatenation() -> None:
 
 # ---- the analysis over a fake run --------------------------------------------------------------------------
 
-N_TEST = 40
+N_TEST = 40  # under GENERATED_IMAGES: every test image is corrupted
 
 
 def _fake_run(run_dir: Path) -> list[torch.nn.Module]:
@@ -256,6 +265,19 @@ def test_a_digits_recipe_runs_corruption_after_training(tmp_path: Path) -> None:
     assert out.state == "done", out.error
     got = run_metrics(out.run_dir)
     g = read_group(out.run_dir / "analysis.h5", "corruption")
+    assert g["_attrs"]["images"] == 9 * 60  # all 60 test images: fewer than GENERATED_IMAGES
     assert g["member_acc"].shape == (1, 3, 3) and got["corruption_acc"] == pytest.approx(float(g["acc_mean"]))
     # one member: the ensemble is that member
     np.testing.assert_allclose(g["member_acc"][0], g["acc"])
+
+
+def test_a_cifar_run_without_the_release_fails_before_training(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    raw = digits_recipe(name="c", analyses=["predict", "corruption"],
+                        data={"dataset": "cifar10", "normalize": "cifar10"})
+    res = load(str(write_recipe(tmp_path, raw)))[0]
+    out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu")
+    folder = (tmp_path / "data").resolve() / "CIFAR-10-C"
+    assert out.state == "failed" and out.error.startswith(f"corruption: CIFAR-10-C not found in {folder} ")
+    assert not (out.run_dir / "train").exists()  # no stage started (nor CIFAR-10 itself looked for)

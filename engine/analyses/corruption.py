@@ -12,8 +12,8 @@ value; for accuracy and NLL the two agree, as every set has the same size.
 Data: a `cifar10` / `cifar100` recipe reads the Hendrycks & Dietterich release from the data root (`REPRO_DATA`
 or `[data].root`): `CIFAR-10-C/` (or `CIFAR-100-C/`) holding `<corruption>.npy` uint8 [50000, 32, 32, 3] (five
 severities of 10,000 in order) and `labels.npy`; `[data].test_subset` cuts each set to its first images. Digits
-and synthetic data (the smoke profile, the tests) get GENERATED: three simple seeded corruptions of the run's
-own test split at three severities, so the analysis runs end to end without the release.
+and synthetic data (the smoke profile, the tests) get GENERATED: three simple seeded corruptions of the first 64
+images of the run's own test split at three severities, so the analysis runs end to end without the release.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from engine.analyses.calibration import reliability
-from engine.analyses.context import AnalysisContext, register_analysis
+from engine.analyses.context import PREFLIGHT, AnalysisContext, register_analysis
 from engine.analyses.ensemble import nll
 from engine.config import Recipe
 from engine.data import DataError, Split, data_root, make_loader
@@ -74,6 +74,8 @@ GENERATED: dict[str, tuple[Corrupt, tuple[float, ...]]] = {
     "brightness": (brightness, (0.1, 0.3, 0.5)),
 }
 """The smoke stand-in: name -> (function, its parameter at severities 1, 2, 3)."""
+GENERATED_IMAGES = 64
+"""The generated sets corrupt the first 64 test images only: 9 sets of them cost a smoke run about 3 predict passes."""
 
 
 # ---- the corrupted sets -----------------------------------------------------------------------------------
@@ -89,6 +91,13 @@ def release_folder(recipe: Recipe) -> Path:
                         f"(Hendrycks & Dietterich) and extract it so that {folder}/<corruption>.npy and "
                         f"{folder}/labels.npy exist, or set REPRO_DATA / [data].root to the folder above it")
     return folder
+
+
+@PREFLIGHT.register("corruption")
+def check(recipe: Recipe) -> None:
+    """Before training: a CIFAR recipe's release folder is there (the generated sets need nothing)."""
+    if recipe.data.dataset in RELEASES:
+        release_files(release_folder(recipe))
 
 
 def release_files(folder: Path) -> list[Path]:
@@ -140,7 +149,8 @@ def release_sets(recipe: Recipe, num_classes: int, image_shape: tuple[int, ...])
 
 
 def generated_sets(test: Split, seed: int) -> CorruptedSets:
-    """GENERATED applied to a test split (the smoke stand-in for the release)."""
+    """GENERATED applied to the first GENERATED_IMAGES of a test split (the smoke stand-in for the release)."""
+    test = test.subset(GENERATED_IMAGES)
     names = list(GENERATED)
     severities = len(next(iter(GENERATED.values()))[1])
 
