@@ -258,7 +258,7 @@ def test_missing_release_is_one_line_naming_the_folder(tmp_path: Path, monkeypat
 
 
 def test_a_digits_recipe_runs_corruption_after_training(tmp_path: Path) -> None:
-    raw = digits_recipe(name="c", analyses=["predict", "corruption"], train={"epochs": 1},
+    raw = digits_recipe(name="c", analyses=["predict", "calibration", "corruption"], train={"epochs": 1},
                         data={"train_subset": 128, "test_subset": 60})
     res = load(str(write_recipe(tmp_path, raw)))[0]
     out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu")
@@ -269,6 +269,9 @@ def test_a_digits_recipe_runs_corruption_after_training(tmp_path: Path) -> None:
     assert g["member_acc"].shape == (1, 3, 3) and got["corruption_acc"] == pytest.approx(float(g["acc_mean"]))
     # one member: the ensemble is that member
     np.testing.assert_allclose(g["member_acc"][0], g["acc"])
+    # the individual recipes' stand-in ECE: the ensemble's (here the one model's) /calibration ECE, in percent
+    assert got["ensemble_ece"] == pytest.approx(100 * float(read_group(out.run_dir / "analysis.h5", "calibration")
+                                                            ["ece"][-1]))
 
 
 def test_a_cifar_run_without_the_release_fails_before_training(tmp_path: Path,
