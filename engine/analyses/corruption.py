@@ -7,7 +7,8 @@ severities 1-5 (10,000 images each, datasets.py:167-176), normalised as the trai
 mean of the members' softmax. Its c-ECE and c-NLL are over all corruptions and severities pooled into one set
 (:437-450). Here every (corruption, severity) set is scored on its own, and the headline numbers are both the
 mean over the sets (as uncertainty-baselines averages its corrupted metrics) and, for ECE, the original's pooled
-value; for accuracy and NLL the two agree, as every set has the same size.
+value; for accuracy and NLL the two agree, as every set has the same size. ECE bins as `calibration`
+(`[analysis].bins`, `ece_binning`).
 
 Data: a `cifar10` / `cifar100` recipe reads the Hendrycks & Dietterich release from the data root (`REPRO_DATA`
 or `[data].root`): `CIFAR-10-C/` (or `CIFAR-100-C/`) holding `<corruption>.npy` uint8 [50000, 32, 32, 3] (five
