@@ -210,7 +210,7 @@ def plan(paper: str, tables: list[PaperTable], free: list[CellResult]) -> list[d
     the sweep axes a cell's match pins (the other axes run whole)."""
     axes = {}
     commands: dict[str, dict[str, Any]] = {}
-    pending = [(t.title or t.id, res) for t in tables for res in t.cells.values()] + [("", r) for r in free]
+    pending = [(t.id, res) for t in tables for res in t.cells.values()] + [("", r) for r in free]
     for where, res in pending:
         if res.state != "not run":
             continue
