@@ -55,11 +55,10 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         if "superposed" in names:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
     # deferred: engine.analyses imports torch, which the CLI's torch-free commands importing this module must not load
-    from engine.analyses.curve import report_metrics as curve_report_metrics
-    from engine.analyses.disagreement import report_metrics as disagreement_report_metrics
+    from engine.analyses import calibration, corruption, curve, disagreement
 
-    out.update(curve_report_metrics(h5))
-    out.update(disagreement_report_metrics(h5))
+    for analysis in (curve, calibration, corruption, disagreement):
+        out.update(analysis.report_metrics(h5))
     return out
 
 
