@@ -55,9 +55,9 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         if "superposed" in names:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
     # deferred: engine.analyses imports torch, which the CLI's torch-free commands importing this module must not load
-    from engine.analyses import calibration, corruption, curve
+    from engine.analyses import calibration, corruption, curve, disagreement
 
-    for analysis in (curve, calibration, corruption):
+    for analysis in (curve, calibration, corruption, disagreement):
         out.update(analysis.report_metrics(h5))
     return out
 

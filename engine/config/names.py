@@ -13,7 +13,9 @@ METRICS = (
     "test_acc", "test_error", "best_test_acc", "train_loss", "test_nll",
     "ensemble_acc", "ensemble_error", "ensemble_nll", "member_acc_mean", "superposed_acc",
     "curve_min_train_loss", "curve_max_train_loss", "curve_min_test_error", "curve_max_test_error",
-    "bn_train_loss", "bn_test_error",
+    "curve_line_min_train_loss", "curve_line_max_train_loss", "curve_line_min_test_error", "curve_line_max_test_error",
+    "curve_ends_min_train_loss", "curve_ends_max_train_loss", "curve_ends_min_test_error", "curve_ends_max_test_error",
+    "bn_train_loss", "bn_test_error", "disagreement_mean",
     "ensemble_ece", "corruption_acc", "corruption_nll", "corruption_ece", "corruption_ece_pooled",
 )
 # the analyses over a finished run (engine/analyses), each writing one group of analysis.h5
