@@ -37,6 +37,8 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
             out["test_error"] = 100.0 - out["test_acc"]
             out["test_nll"] = float(evals[-1]["test_loss"])
             out["best_test_acc"] = max(float(r["test_acc"]) for r in evals)
+            if "test_acc5" in evals[-1]:  # top-5, recorded for 100 classes or more
+                out["test_acc5"] = float(evals[-1]["test_acc5"])
         trained = [r for r in stage_recs if "train_loss" in r]
         if trained:
             out["train_loss"] = float(trained[-1]["train_loss"])
@@ -52,8 +54,10 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
     # deferred: engine.analyses imports torch, which the CLI's torch-free commands importing this module must not load
     from engine.analyses.curve import report_metrics as curve_report_metrics
+    from engine.analyses.earlybird import report_metrics as earlybird_report_metrics
 
     out.update(curve_report_metrics(h5))
+    out.update(earlybird_report_metrics(h5))
     return out
 
 

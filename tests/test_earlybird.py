@@ -41,6 +41,7 @@ from engine.store import read_group
 from repro.launch import execute
 from repro.plots import plot_earlybird, plot_mask_overlap
 from repro.recipe import load
+from repro.report import run_metrics
 
 # ---- masks, distance, detector -------------------------------------------------------------------------------
 
@@ -359,6 +360,9 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     assert set(eb["found"]) == {ratio_tag(r) for r in ratios}
     g = read_group(run / "analysis.h5", "earlybird")
     assert g["eb_epoch"].tolist() == [eb["found"][ratio_tag(r)] for r in ratios] and (g["eb_epoch"] >= 1).all()
+    # repro report's eb_epoch: the epoch of the ratio the prune stage takes (p = 0.3), not of the others
+    assert g["_attrs"]["prune_ratio"] == 0.3
+    assert run_metrics(run)["eb_epoch"] == eb["found"]["30"]
     recs = read_metrics(run)
     for r in ratios:
         tag = ratio_tag(r)
