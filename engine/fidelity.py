@@ -173,7 +173,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         effect="usually a few tenths of a point; the paper's EB Train numbers assume inherited weights",
         key="stage.retrain.params.weights", faithful="reinit",
         recipes=("earlybird_vgg16_*", "earlybird_preresnet101_*", "earlybird_resnet18_imagenet",
-                 "earlybird_resnet50_imagenet")),
+                 "earlybird_resnet50_imagenet", "earlybird_table2_*", "earlybird_table3_*")),
     Difference(
         id="eb_test_acc_batch_mean",
         ours="test accuracy is correct images over all images",
