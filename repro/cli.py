@@ -307,10 +307,20 @@ def plot(run_dir: str, mode: str, output: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--recipe", "only", default=None, help="Only runs of this recipe.")
 @click.option("--all", "show_all", is_flag=True, help="Include smoke runs.")
+@click.option("--paper", default=None, help="The paper's tables in its own layout (freetickets, suptickets, "
+              "earlybird, randompruning, modeconnectivity).")
+@click.option("--plan", "show_plan", is_flag=True, help="With --paper: the cells not run yet and the commands that "
+              "fill them.")
 @_root_option
-def report(as_json: bool, only: str | None, show_all: bool, root: str | None) -> None:
+def report(as_json: bool, only: str | None, show_all: bool, paper: str | None, show_plan: bool,
+           root: str | None) -> None:
     """Reproduced numbers beside the paper's, one row per run and expected metric (a run whose files cannot be read
-    shows as damaged, with a warning saying which file and why)."""
+    shows as damaged, with a warning saying which file and why); with --paper, the paper's tables cell by cell."""
+    if show_plan and paper is None:
+        raise UsageProblem("--plan needs --paper NAME")
+    if paper is not None:
+        _paper_report(paper, as_json, show_plan, root)
+        return
     from repro.report import damaged_runs, flops_cell, report_rows  # deferred: h5py
 
     infos = [i for i in list_runs(run_root(root)) if only is None or i.recipe == only]
@@ -329,6 +339,43 @@ def report(as_json: bool, only: str | None, show_all: bool, root: str | None) ->
     out_console.print(t)
     for run, error in damaged_runs(rows).items():
         click.echo(f"warning: {run}: {error}", err=True)
+
+
+def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) -> None:
+    """`repro report --paper NAME [--json] [--plan]`."""
+    from repro.tables import cell_text, claim_counts, claim_line, paper_tables, plan, tables_json  # deferred: h5py
+
+    tables, free = paper_tables(paper, list_runs(run_root(root)))
+    if show_plan:
+        todo = plan(paper, tables, free)
+        if as_json:
+            click.echo(json.dumps({"paper": paper, "not_run": sum(len(c["cells"]) for c in todo), "commands": todo},
+                                  indent=1))
+            return
+        for c in todo:
+            click.echo(f"{c['command']}    # {len(c['cells'])} cell(s): {'; '.join(c['cells'][:3])}"
+                       + (" ..." if len(c["cells"]) > 3 else ""))
+        click.echo(f"{sum(len(c['cells']) for c in todo)} cell(s) not run yet, {len(todo)} command(s)")
+        return
+    if as_json:
+        click.echo(json.dumps(tables_json(paper, tables, free), indent=1))
+        return
+    if not tables and not free:
+        click.echo(f"{paper}: no table of this paper is in a recipe")
+    for t in tables:
+        approx = " (plot-read)" if t.approximate else ""
+        out = Table("", *t.columns, title=f"{t.title or t.id}{approx}", caption=f"{t.source}; ours / paper, ok = "
+                    "within tolerance, off = outside", title_justify="left")
+        for r in t.rows:
+            out.add_row(r, *(cell_text(t.cells.get((r, c))) for c in t.columns))
+        out_console.print(out)
+        for cl in t.claims:
+            click.echo(claim_line(cl, claim_counts(t, cl)))
+    if free:
+        out = Table("recipe", "cell", "metric", "ours / paper", title="Other cells", title_justify="left")
+        for r in free:
+            out.add_row(r.recipe, r.cell.row or "-", r.cell.metric, cell_text(r))
+        out_console.print(out)
 
 
 @cli.command()
@@ -562,7 +609,10 @@ def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, re
     for run_dir in done_dirs:
         _figures(run_dir)
     rows = report_rows([read_run(d) for d in done_dirs])
-    Path(report_path).write_text(report_markdown(rows))
+    from repro.tables import paper_names_with_tables, paper_tables, tables_markdown  # deferred: h5py
+
+    sections = [tables_markdown(p, *paper_tables(p, list_runs(base))) for p in paper_names_with_tables()]
+    Path(report_path).write_text("\n".join([report_markdown(rows), *sections]))
     click.echo(f"report: {report_path} ({len(rows)} rows)")
     if failed:
         sys.exit(1)

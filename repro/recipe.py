@@ -19,6 +19,7 @@ import tomli_w
 from pydantic import BaseModel, ValidationError
 
 from engine.config import Recipe, TrainDefaults, cross_check, suggest
+from engine.config.expect import MISSING, lookup, matches
 from engine.config.params import sparse_methods
 from engine.fidelity import apply_faithful
 
@@ -184,36 +185,102 @@ def apply_smoke(raw: dict[str, Any]) -> None:
                 st["init_from"] = f"{name}@{min(int(ep), capped[name])}"
 
 
-def expand_sweep(raw: dict[str, Any], origin: str, cover: bool = False) -> list[tuple[str, dict[str, Any]]]:
-    """The cartesian product of `[sweep]` lists, each as (tag, raw recipe); a tag names its values.
+Overrides = list[tuple[str, Any]]
 
-    cover=True (for --smoke) gives only as many points as the longest list, point i taking value i (cycling) of
-    every list, so each value still runs once without the whole product.
+
+def _axes(sweep: dict[str, Any], origin: str) -> dict[str, list[tuple[Any, Overrides, Overrides]]]:
+    """Each sweep axis as its values: (what the run's point records, the overrides, the smoke-only overrides). A
+    plain axis (`"a.b" = [1, 2]`) sets one key; a variant axis (`name = [{ tag = "x", "a.b" = 1, ... }, ...]`)
+    sets several, is recorded by its tag, and may carry `smoke = { ... }` overrides for --smoke."""
+    axes, bad = {}, []
+    for k, vals in sweep.items():
+        if not isinstance(vals, list) or not vals:
+            bad.append(f"{origin}: sweep.{k}: must be a non-empty list")
+            continue
+        tables = [isinstance(v, dict) for v in vals]
+        if not any(tables):
+            axes[k] = [(v, [(k, v)], []) for v in vals]
+            continue
+        if not all(tables) or "." in k:
+            bad.append(f"{origin}: sweep.{k}: a variant axis is a name without dots whose values are all tables "
+                       "({ tag = ..., \"key.path\" = value, ... })")
+            continue
+        out, tags = [], []
+        for i, v in enumerate(vals):
+            v = dict(v)
+            tag, smoke = v.pop("tag", None), v.pop("smoke", {})
+            if not isinstance(tag, str) or not tag:
+                bad.append(f"{origin}: sweep.{k}.{i}.tag: every variant needs a tag (a non-empty string)")
+            elif tag in tags:
+                bad.append(f"{origin}: sweep.{k}.{i}.tag: tag '{tag}' is used twice")
+            if not isinstance(smoke, dict):
+                bad.append(f"{origin}: sweep.{k}.{i}.smoke: must be a table of KEY = value")
+                smoke = {}
+            tags.append(tag)
+            out.append((tag, list(v.items()), list(smoke.items())))
+        axes[k] = out
+    if bad:
+        raise RecipeError(bad)
+    return axes
+
+
+def expand_sweep(raw: dict[str, Any], origin: str, cover: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The cartesian product of `[sweep]` axes, each point as (tag, raw recipe); a tag names its values and the
+    recipe's `run.point` records them (what [expect] cells match on).
+
+    cover=True (for --smoke) gives only as many points as the longest axis, point i taking value i (cycling) of
+    every axis, so each value still runs once without the whole product; variants' smoke overrides then apply.
     """
     sweep = raw.pop("sweep", {}) or {}
     if not isinstance(sweep, dict):
         raise RecipeError([f"{origin}: sweep: must be a table of KEY = [values]"])
-    bad = [f"{origin}: sweep.{k}: must be a non-empty list" for k, v in sweep.items()
-           if not isinstance(v, list) or not v]
-    if bad:
-        raise RecipeError(bad)
     if not sweep:
         return [("", raw)]
-    keys = list(sweep)
+    axes = _axes(sweep, origin)
+    keys = list(axes)
     out = []
     if cover:
-        longest = max(len(v) for v in sweep.values())
-        points = [tuple(sweep[k][i % len(sweep[k])] for k in keys) for i in range(longest)]
+        longest = max(len(v) for v in axes.values())
+        points = [tuple(axes[k][i % len(axes[k])] for k in keys) for i in range(longest)]
     else:
-        points = list(itertools.product(*(sweep[k] for k in keys)))
+        points = list(itertools.product(*(axes[k] for k in keys)))
     for values in points:
         r = copy.deepcopy(raw)
-        problems = apply_overrides(r, list(zip(keys, values)), origin)
+        problems = []
+        for k, (value, sets, smoke_sets) in zip(keys, values):
+            where = f"{origin}: sweep.{k}.{value}" if isinstance(sweep[k][0], dict) else origin
+            problems += apply_overrides(r, sets, where)
+            if cover:
+                problems += apply_overrides(r, smoke_sets, f"{origin}: sweep.{k} smoke")
         if problems:
             raise RecipeError(problems)
-        tag = "-".join(f"{k.split('.')[-1]}{_slug(v)}" for k, v in zip(keys, values))
+        run = r.setdefault("run", {})
+        if isinstance(run, dict):
+            run["point"] = {k: v[0] for k, v in zip(keys, values)}
+        tag = "-".join(_slug(v[0]) if isinstance(sweep[k][0], dict) else f"{k.split('.')[-1]}{_slug(v[0])}"
+                       for k, v in zip(keys, values))
         out.append((tag, r))
     return out
+
+
+def pin_variants(raw: dict[str, Any], pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """`--set AXIS=TAG` for a variant axis keeps only that variant; returns the pairs left to apply as overrides."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict):
+        return pairs
+    rest = []
+    for key, value in pairs:
+        vals = sweep.get(key)
+        if isinstance(vals, list) and vals and all(isinstance(v, dict) for v in vals):
+            chosen = [v for v in vals if v.get("tag") == str(value)]
+            if not chosen:
+                tags = [str(v.get("tag")) for v in vals]
+                hint = suggest(str(value), tags)
+                raise RecipeError([f"--set {key}={value}: no variant '{value}' in sweep.{key}{hint}"])
+            sweep[key] = chosen
+        else:
+            rest.append((key, value))
+    return rest
 
 
 def _slug(v: Any) -> str:
@@ -375,6 +442,7 @@ def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cov
              source: Path | None = None) -> list[Resolved]:
     """Apply --set, expand the sweep, validate each point; a problem that only the --set values cause is
     attributed to `--set`, not to the recipe file."""
+    pairs = pin_variants(raw, pairs)
     plain = copy.deepcopy(raw) if pairs else None
     sweep = raw.get("sweep")
     if isinstance(sweep, dict):  # a --set of a swept key wins: that key is no longer swept
@@ -384,8 +452,11 @@ def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cov
     if problems:
         raise RecipeError(problems)
     try:
-        return [Resolved(validate(r, origin), tag, source or Path(origin))
-                for tag, r in expand_sweep(raw, origin, cover=cover)]
+        out = [Resolved(validate(r, origin), tag, source or Path(origin))
+               for tag, r in expand_sweep(raw, origin, cover=cover)]
+        if not cover and not pairs:
+            check_cells(out, origin)
+        return out
     except RecipeError as e:
         if plain is None:
             raise
@@ -396,6 +467,28 @@ def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cov
         lines = [line if line in own else "--set" + line[len(origin):] if line.startswith(origin + ":") else line
                  for line in e.lines]
         raise RecipeError(lines) from None
+
+
+def check_cells(points: list[Resolved], origin: str) -> None:
+    """Every [expect] cell and table row/column must select at least one sweep point: a misspelt key or value
+    would otherwise leave a cell that no run can ever fill."""
+    dumps = [(p.recipe.model_dump(), p.recipe.run.point) for p in points]
+    problems = []
+    for c in points[0].recipe.expect.cells():
+        if not any(matches(c.match, d, pt) for d, pt in dumps):
+            where = f"{c.row} / {c.column}" if c.table else (c.row or "cell")
+            unknown = [k for k in c.match if k not in dumps[0][1] and lookup(dumps[0][0], k) is MISSING]
+            why = (f"'{unknown[0]}' is neither a sweep axis nor a recipe key" if unknown
+                   else f"{_show(c.match)} selects no sweep point")
+            line = f"{origin}: {c.index}: {where}: {why}"
+            if line not in problems:
+                problems.append(line)
+    if problems:
+        raise RecipeError(problems)
+
+
+def _show(match: dict[str, Any]) -> str:
+    return "{ " + ", ".join(f"{k} = {v!r}" for k, v in match.items()) + " }"
 
 
 def _problems(raw: dict[str, Any], origin: str) -> list[str]:
@@ -415,8 +508,9 @@ def to_toml(recipe: Recipe) -> str:
     for flag in ("smoke", "faithful"):  # only smoke and faithful runs say so
         if not data.get("run", {}).get(flag, True):
             del data["run"][flag]
-    if not data.get("run", {}).get("faithful_applied", [1]):
-        del data["run"]["faithful_applied"]
+    for key in ("faithful_applied", "point"):  # empty unless --faithful / a sweep
+        if not data.get("run", {}).get(key, [1]):
+            del data["run"][key]
     return tomli_w.dumps(data, multiline_strings=True)
 
 

@@ -28,20 +28,24 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     DamagedFile (or another OSError, ValueError, KeyError, TypeError) for files that cannot be read."""
     out: dict[str, float] = {}
     records = read_metrics(run_dir)
-    if records:
-        last_stage = records[-1].get("stage")
-        stage_recs = [r for r in records if r.get("stage") == last_stage]
+    stages = list(dict.fromkeys(r.get("stage") for r in records))
+    for stage in stages:  # every stage's as M@STAGE; the last stage's also plain
+        stage_recs = [r for r in records if r.get("stage") == stage]
         evals = [r for r in stage_recs if "test_acc" in r]
+        got: dict[str, float] = {}
         if evals:
-            out["test_acc"] = float(evals[-1]["test_acc"])
-            out["test_error"] = 100.0 - out["test_acc"]
-            out["test_nll"] = float(evals[-1]["test_loss"])
-            out["best_test_acc"] = max(float(r["test_acc"]) for r in evals)
+            got["test_acc"] = float(evals[-1]["test_acc"])
+            got["test_error"] = 100.0 - got["test_acc"]
+            got["test_nll"] = float(evals[-1]["test_loss"])
+            got["best_test_acc"] = max(float(r["test_acc"]) for r in evals)
             if "test_acc5" in evals[-1]:  # top-5, recorded for 100 classes or more
-                out["test_acc5"] = float(evals[-1]["test_acc5"])
-        trained = [r for r in stage_recs if "train_loss" in r]
-        if trained:
-            out["train_loss"] = float(trained[-1]["train_loss"])
+                got["test_acc5"] = float(evals[-1]["test_acc5"])
+        out.update({f"{k}@{stage}": v for k, v in got.items()})
+        if stage == stages[-1]:
+            out.update(got)
+            trained = [r for r in stage_recs if "train_loss" in r]
+            if trained:
+                out["train_loss"] = float(trained[-1]["train_loss"])
     h5 = Path(run_dir) / "analysis.h5"
     if "predict" in groups(h5):
         g = read_group(h5, "predict")
@@ -128,7 +132,8 @@ def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
                 "train_flops_dense_epochs": summary.get("train_flops_dense_epochs"),
                 "params": summary.get("params.params"), "params_nonzero": summary.get("params.nonzero"),
                 "wall_time": wall_time(info.status), "gpu": info.status.get("gpu"), "error": error}
-        if not exp.metrics:
+        expected = exp.for_run(recipe.model_dump(), recipe.run.point)
+        if not expected:
             if error:  # the metric it would report had its analyses been readable
                 main = "ensemble_acc" if "predict" in recipe.analyses else "test_acc"
             else:
@@ -136,10 +141,11 @@ def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
             rows.append({**base, "metric": main, "paper": None, "reproduced": got.get(main), "delta": None,
                          "tolerance": None, "within": None})
             continue
-        for metric, paper in exp.metrics.items():
-            val = got.get(metric)
-            delta = None if val is None else val - paper
-            tol = exp.tolerance_for(metric)
-            rows.append({**base, "metric": metric, "paper": paper, "reproduced": val, "delta": delta,
-                         "tolerance": tol, "within": None if delta is None else abs(delta) <= tol})
+        for cell in expected:
+            val = got.get(cell.metric)
+            delta = None if val is None or cell.paper is None else val - cell.paper
+            where = f"{cell.table} {cell.row} / {cell.column}: " if cell.table else ""
+            rows.append({**base, "metric": cell.metric, "paper": cell.paper, "reproduced": val, "delta": delta,
+                         "tolerance": cell.tolerance, "within": None if delta is None else abs(delta) <= cell.tolerance,
+                         "source": where + cell.source if where else cell.source})
     return rows

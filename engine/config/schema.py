@@ -13,6 +13,7 @@ from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, mod
 from engine.config import names
 from engine.config.archs import UnknownArch, resolve_arch
 from engine.config.base import Strict, known, suggest
+from engine.config.expect import ExpectConfig
 from engine.config.params import PARAMS, MethodParams
 
 
@@ -28,6 +29,9 @@ class RunConfig(Strict):
     smoke: bool = False  # set by --smoke: the run directory's recipe.toml says it is a smoke run
     faithful: bool = False  # set by --faithful: every switchable difference from the original code switched off
     faithful_applied: list[str] = Field(default_factory=list)  # the engine.fidelity entries --faithful set
+    # the sweep point this run is ({axis: value}, a variant axis by its tag; empty without a sweep): what
+    # [expect] cells match on
+    point: dict[str, Any] = Field(default_factory=dict)
 
 
 class DataConfig(Strict):
@@ -230,52 +234,6 @@ class StageConfig(Strict):
         """`init_from` as (stage name, epoch or None for the stage's final weights)."""
         name, _, epoch = self.init_from.partition("@")
         return name, (int(epoch) if epoch else None)
-
-
-class ExpectConfig(Strict):
-    """`[expect]`: the paper's headline numbers for this recipe (percent for accuracies and errors, nats for
-    losses). `tolerance` is one number for every metric, or a table `{ test_error = 0.5, train_loss = 0.05 }`
-    with one entry per metric, since a loss in nats and an error in percent need different margins."""
-
-    source: str = ""
-    tolerance: float | dict[str, float] = 1.0
-    metrics: dict[str, float] = Field(default_factory=dict)
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
-        for k in v:
-            known(k, names.METRICS, "metric")
-        return v
-
-    @field_validator("tolerance", mode="plain")
-    @classmethod
-    def _tolerance(cls, v: Any) -> float | dict[str, float]:
-        def number(x: Any, what: str) -> float:
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0:
-                raise ValueError(f"{what} must be a number >= 0 (got {x!r})")
-            return float(x)
-
-        if isinstance(v, dict):
-            for k in v:
-                known(k, names.METRICS, "metric")
-            return {k: number(x, f"tolerance of '{k}'") for k, x in v.items()}
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return number(v, "tolerance")
-        raise ValueError(f"must be a number (for every metric) or a table of metric = tolerance (got {v!r})")
-
-    @model_validator(mode="after")
-    def _every_metric_has_a_tolerance(self) -> ExpectConfig:
-        if isinstance(self.tolerance, dict):
-            missing = [m for m in self.metrics if m not in self.tolerance]
-            if missing:
-                raise ValueError(f"tolerance has no entry for metric '{missing[0]}' (a tolerance table needs one "
-                                 "per metric)")
-        return self
-
-    def tolerance_for(self, metric: str) -> float:
-        """The tolerance of one expected metric: its own entry in a table, else the single number."""
-        return self.tolerance[metric] if isinstance(self.tolerance, dict) else self.tolerance
 
 
 class AnalysisOptions(Strict):
