@@ -40,6 +40,7 @@ def test_test_acc5_is_the_last_evaluation_of_the_last_stage(tmp_path: Path) -> N
     ])
     got = run_metrics(tmp_path)
     assert got["test_acc5"] == 86.25  # the last, not the best (85.5 at the best top-1) nor the search's
+    assert got["test_acc5@search"] == 80.0 and got["test_acc5@retrain"] == 86.25  # Table 3's unpruned row
     assert got["test_acc"] == 58.0 and got["best_test_acc"] == 60.0
 
 
