@@ -57,11 +57,10 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         if "superposed" in names:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
     # deferred: engine.analyses imports torch, which the CLI's torch-free commands importing this module must not load
-    from engine.analyses.curve import report_metrics as curve_report_metrics
-    from engine.analyses.earlybird import report_metrics as earlybird_report_metrics
+    from engine.analyses import calibration, corruption, curve, disagreement, earlybird
 
-    out.update(curve_report_metrics(h5))
-    out.update(earlybird_report_metrics(h5))
+    for analysis in (curve, calibration, corruption, disagreement, earlybird):
+        out.update(analysis.report_metrics(h5))
     return out
 
 
