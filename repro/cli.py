@@ -370,7 +370,7 @@ def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) 
     if not tables and not free:
         click.echo(f"{paper}: no table of this paper is in a recipe")
     for t in tables:
-        approx = " (plot-read)" if t.approximate and "plot-read" not in t.title else ""
+        approx = " (approximate)" if t.approximate and "plot-read" not in t.title else ""
         out = Table("", *t.columns, title=f"{t.title or t.id}{approx}", caption=f"{t.source}; ours / paper, ok = "
                     "within tolerance, off = outside", title_justify="left")
         for r in t.rows:

@@ -181,7 +181,7 @@ def tables_markdown(paper: str, tables: list[PaperTable], free: list[CellResult]
         n = len(t.cells)
         run = sum(r.state != "not run" for r in t.cells.values())
         within = sum(r.state == "within" for r in t.cells.values())
-        approx = " Plot-read values." if t.approximate else ""
+        approx = " Approximate values (read off a plot or a script)." if t.approximate else ""
         lines += [f"### {t.title or t.id}", "", f"{t.source}.{approx} {run} of {n} cells run, {within} within "
                   "tolerance. Each cell: ours / paper; ok = within tolerance, off = outside, - = not run yet.", "",
                   "| | " + " | ".join(t.columns) + " |", "|---" * (len(t.columns) + 1) + "|"]
