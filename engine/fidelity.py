@@ -206,7 +206,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         effect="usually a few tenths of a point; the paper's EB Train numbers assume inherited weights",
         key="stage.retrain.params.weights", faithful="reinit",
         recipes=("earlybird_vgg16_*", "earlybird_preresnet101_*", "earlybird_resnet18_imagenet",
-                 "earlybird_resnet50_imagenet")),
+                 "earlybird_resnet50_imagenet", "earlybird_table2_*", "earlybird_table3_*"),
+        exclude=("earlybird_table2_vgg16_lowprec_*",)),  # main_c_lp.py does load the pruned weights
     Difference(
         id="eb_test_acc_batch_mean",
         ours="test accuracy is correct images over all images",
@@ -224,7 +225,7 @@ DIFFERENCES: tuple[Difference, ...] = (
                  "one the paper's table holds",
         source=f"{EB} main_c_lp.py:404-413, 421-426, 436-440",
         effect="the SWALP average is typically a few tenths above the final 8-bit weights",
-        recipes=("earlybird_lowprec_*",)),
+        recipes=("earlybird_lowprec_*", "earlybird_table2_vgg16_lowprec_*")),
     Difference(
         id="curve_eval_train_loader",
         ours="the BN pass and the 'train' numbers along a curve or plane use the training split augmented as in "

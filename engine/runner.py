@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from engine import dist
-from engine.analyses import ANALYSES, AnalysisContext
+from engine.analyses import ANALYSES, PREFLIGHT, AnalysisContext
 from engine.config import Recipe
 from engine.data import Dataset, recipe_data
 from engine.flops import param_counts
@@ -67,6 +67,9 @@ def run_recipe(
     recipe: Recipe, run_dir: Path, log: RunLog, *, device: torch.device, resume: bool = False
 ) -> dict[str, Any]:
     """Every stage (skipping finished ones on resume), then every analysis; returns the summary numbers."""
+    for mode in recipe.analyses:  # an analysis's outside data (CIFAR-10-C) is checked before any training
+        if mode in PREFLIGHT:
+            PREFLIGHT[mode](recipe)
     d = recipe.data
     data = recipe_data(recipe)
     steps = [s.epochs * math.ceil(len(data.train.y) / (s.batch_size or d.batch_size)) for s in recipe.stage]

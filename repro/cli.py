@@ -311,11 +311,18 @@ def plot(run_dir: str, mode: str, output: str) -> None:
               "earlybird, randompruning, modeconnectivity).")
 @click.option("--plan", "show_plan", is_flag=True, help="With --paper: the cells not run yet and the commands that "
               "fill them.")
+@click.option("--index", "show_index", is_flag=True, help="The list of every paper's tables and their cell counts "
+              "(markdown, the README's).")
 @_root_option
-def report(as_json: bool, only: str | None, show_all: bool, paper: str | None, show_plan: bool,
+def report(as_json: bool, only: str | None, show_all: bool, paper: str | None, show_plan: bool, show_index: bool,
            root: str | None) -> None:
     """Reproduced numbers beside the paper's, one row per run and expected metric (a run whose files cannot be read
     shows as damaged, with a warning saying which file and why); with --paper, the paper's tables cell by cell."""
+    if show_index:
+        from repro.tables import tables_index  # deferred: h5py
+
+        click.echo(tables_index(), nl=False)
+        return
     if show_plan and paper is None:
         raise UsageProblem("--plan needs --paper NAME")
     if paper is not None:
@@ -363,7 +370,7 @@ def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) 
     if not tables and not free:
         click.echo(f"{paper}: no table of this paper is in a recipe")
     for t in tables:
-        approx = " (plot-read)" if t.approximate else ""
+        approx = " (approximate)" if t.approximate and "plot-read" not in t.title else ""
         out = Table("", *t.columns, title=f"{t.title or t.id}{approx}", caption=f"{t.source}; ours / paper, ok = "
                     "within tolerance, off = outside", title_justify="left")
         for r in t.rows:

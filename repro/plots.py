@@ -170,6 +170,42 @@ def plot_ood(g: dict[str, Any], title: str) -> plt.Figure:
     return fig
 
 
+@register_plot("corruption")
+def plot_corruption(g: dict[str, Any], title: str) -> plt.Figure:
+    """The ensemble's accuracy on each corruption (rows) at each severity (columns) as an annotated heat map, and
+    the mean accuracy and ECE over corruptions against severity, ensemble vs each member."""
+    acc = np.asarray(g["acc"], dtype=float)
+    sev = np.asarray(g["severities"]).tolist()
+    names = [str(n) for n in g["corruptions"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.32 * len(names) + 2)), constrained_layout=True,
+                                   gridspec_kw={"width_ratios": [1.2, 1]})
+    im = ax1.imshow(acc, cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax1, fraction=0.046, pad=0.04, label="ensemble accuracy (%)")
+    ax1.set_xticks(range(len(sev)), [str(s) for s in sev])
+    ax1.set_yticks(range(len(names)), names, fontsize=7)
+    ax1.set_xlabel("severity")
+    if acc.size <= 120:
+        for (i, j), v in np.ndenumerate(acc):
+            ax1.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="white" if v < acc.mean() else "k")
+    ax1.set_title(f"mean {float(g['acc_mean']):.2f}%, NLL {float(g['nll_mean']):.3f}, "
+                  f"ECE {float(g['ece_mean']):.4f} (pooled {float(g['ece_pooled']):.4f})", fontsize=9)
+    member_acc = np.asarray(g["member_acc"], dtype=float)
+    for i, row in enumerate(member_acc):
+        ax2.plot(sev, row.mean(0), color="#9d755d", lw=0.8, alpha=0.7, label="members" if i == 0 else None)
+    ax2.plot(sev, acc.mean(0), color="#4c78a8", lw=2, marker="o", label="ensemble accuracy")
+    ax2.set_xlabel("severity")
+    ax2.set_ylabel("accuracy (%), mean over corruptions")
+    ax3 = ax2.twinx()
+    ax3.plot(sev, np.asarray(g["ece"], dtype=float).mean(0), color="#e45756", lw=2, marker="s", label="ensemble ECE")
+    ax3.set_ylabel("ECE (fraction)")
+    lines = ax2.get_legend_handles_labels()
+    more = ax3.get_legend_handles_labels()
+    ax2.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8)
+    ax2.set_xticks(sev)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
 @register_plot("mask_overlap")
 def plot_mask_overlap(g: dict[str, Any], title: str) -> plt.Figure:
     """/mask_overlap of either kind (attr `kind`): the tickets' weight masks as one annotated heat map, or

@@ -442,6 +442,7 @@ def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cov
              source: Path | None = None) -> list[Resolved]:
     """Apply --set, expand the sweep, validate each point; a problem that only the --set values cause is
     attributed to `--set`, not to the recipe file."""
+    pinned = bool(pairs)  # a --set (of a variant axis too) leaves cells of the other points unselected
     pairs = pin_variants(raw, pairs)
     plain = copy.deepcopy(raw) if pairs else None
     sweep = raw.get("sweep")
@@ -454,7 +455,7 @@ def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cov
     try:
         out = [Resolved(validate(r, origin), tag, source or Path(origin))
                for tag, r in expand_sweep(raw, origin, cover=cover)]
-        if not cover and not pairs:
+        if not cover and not pinned:
             check_cells(out, origin)
         return out
     except RecipeError as e:

@@ -38,6 +38,8 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
             got["test_error"] = 100.0 - got["test_acc"]
             got["test_nll"] = float(evals[-1]["test_loss"])
             got["best_test_acc"] = max(float(r["test_acc"]) for r in evals)
+            if "test_acc5" in evals[-1]:  # top-5, recorded for 100 classes or more
+                got["test_acc5"] = float(evals[-1]["test_acc5"])
         out.update({f"{k}@{stage}": v for k, v in got.items()})
         if stage == stages[-1]:
             out.update(got)
@@ -55,11 +57,10 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         if "superposed" in names:
             out["superposed_acc"] = float(g["member_acc"][names.index("superposed")])
     # deferred: engine.analyses imports torch, which the CLI's torch-free commands importing this module must not load
-    from engine.analyses.curve import report_metrics as curve_report_metrics
-    from engine.analyses.predict import report_metrics as predict_report_metrics
+    from engine.analyses import calibration, corruption, curve, disagreement, earlybird, predict
 
-    out.update(curve_report_metrics(h5))
-    out.update(predict_report_metrics(h5))
+    for analysis in (curve, calibration, corruption, disagreement, earlybird, predict):
+        out.update(analysis.report_metrics(h5))
     return out
 
 

@@ -181,7 +181,7 @@ def tables_markdown(paper: str, tables: list[PaperTable], free: list[CellResult]
         n = len(t.cells)
         run = sum(r.state != "not run" for r in t.cells.values())
         within = sum(r.state == "within" for r in t.cells.values())
-        approx = " Plot-read values." if t.approximate else ""
+        approx = " Approximate values (read off a plot or a script)." if t.approximate else ""
         lines += [f"### {t.title or t.id}", "", f"{t.source}.{approx} {run} of {n} cells run, {within} within "
                   "tolerance. Each cell: ours / paper; ok = within tolerance, off = outside, - = not run yet.", "",
                   "| | " + " | ".join(t.columns) + " |", "|---" * (len(t.columns) + 1) + "|"]
@@ -210,7 +210,7 @@ def plan(paper: str, tables: list[PaperTable], free: list[CellResult]) -> list[d
     the sweep axes a cell's match pins (the other axes run whole)."""
     axes = {}
     commands: dict[str, dict[str, Any]] = {}
-    pending = [(t.title or t.id, res) for t in tables for res in t.cells.values()] + [("", r) for r in free]
+    pending = [(t.id, res) for t in tables for res in t.cells.values()] + [("", r) for r in free]
     for where, res in pending:
         if res.state != "not run":
             continue
@@ -235,3 +235,28 @@ def paper_names_with_tables() -> list[str]:
                 out.append(paper)
                 break
     return out
+
+
+def tables_index() -> str:
+    """The README's list of the papers' tables: per table its cells, how many carry a paper number, its recipes."""
+    lines = ["| paper | table | cells | with a paper number | recipes |", "|---|---|---|---|---|"]
+    for paper in paper_names_with_tables():
+        found: dict[str, dict[str, Any]] = {}
+        for name in paper_recipes(paper):
+            expect = load(name)[0].recipe.expect
+            titles = {t.id: t.title or t.id for t in expect.table}
+            for cell in expect.cells():
+                key = cell.table or "(cells)"
+                entry = found.setdefault(key, {"title": titles.get(cell.table, "other cells"), "cells": set(),
+                                               "numbers": set(), "recipes": []})
+                where = (cell.row, cell.column, cell.metric, cell.index)
+                entry["cells"].add(where)
+                if cell.paper is not None:
+                    entry["numbers"].add(where)
+                if name not in entry["recipes"]:
+                    entry["recipes"].append(name)
+        for entry in found.values():
+            shown = ", ".join(f"`{r}`" for r in entry["recipes"][:3]) + (
+                f" and {len(entry['recipes']) - 3} more" if len(entry["recipes"]) > 3 else "")
+            lines.append(f"| {paper} | {entry['title']} | {len(entry['cells'])} | {len(entry['numbers'])} | {shown} |")
+    return "\n".join(lines) + "\n"

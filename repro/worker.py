@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             outcome = run_and_record(recipe, args.run_dir, log, args.device, args.resume, dev=device)
     finally:
         if tdist.is_initialized():
+            # leave together: a rank that tears its gloo pairs down while rank 0 still runs the analyses was seen
+            # to abort (SIGABRT) at exit; a failed barrier (a rank already gone) must not fail a finished run
+            try:
+                tdist.barrier()
+            except RuntimeError:
+                pass
             tdist.destroy_process_group()
     return 0 if outcome.state == "done" else 1
 

@@ -40,7 +40,8 @@ from engine.sparse.masks import hamming_matrix, mask_distance
 from engine.store import read_group
 from repro.launch import execute
 from repro.plots import plot_earlybird, plot_mask_overlap
-from repro.recipe import load
+from repro.recipe import RecipeError, load
+from repro.report import run_metrics
 
 # ---- masks, distance, detector -------------------------------------------------------------------------------
 
@@ -359,6 +360,9 @@ def test_smoke_pipeline_draws_tickets_prunes_and_retrains(registered: None, tmp_
     assert set(eb["found"]) == {ratio_tag(r) for r in ratios}
     g = read_group(run / "analysis.h5", "earlybird")
     assert g["eb_epoch"].tolist() == [eb["found"][ratio_tag(r)] for r in ratios] and (g["eb_epoch"] >= 1).all()
+    # repro report's eb_epoch: the epoch of the ratio the prune stage takes (p = 0.3), not of the others
+    assert g["_attrs"]["prune_ratio"] == 0.3
+    assert run_metrics(run)["eb_epoch"] == eb["found"]["30"]
     recs = read_metrics(run)
     for r in ratios:
         tag = ratio_tag(r)
@@ -500,3 +504,34 @@ def test_other_pipelines_run(registered: None, tmp_path: Path, name: str) -> Non
     if "lowprec" in name:
         assert (out.run_dir / "search" / "swa.pt").exists() and (out.run_dir / "retrain" / "swa.pt").exists()
         assert any("swa_test_acc" in r for r in read_metrics(out.run_dir) if r.get("stage") == "retrain")
+
+
+def test_retrain_stops_at_the_absolute_end_epoch(registered: None, tmp_path: Path) -> None:
+    # main_c.py --start-epoch 5 --epochs 7: two epochs (5 and 6) of a stage allowed up to 10
+    res = load("earlybird_vgg16_cifar10", smoke=True,
+               sets=["stage.retrain.params.start_epoch=5", "stage.retrain.params.end_epoch=7",
+                     "stage.retrain.epochs=10"])[0]
+    out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu", smoke=True)
+    assert out.state == "done", out.error
+    assert load_checkpoint(out.run_dir / "retrain" / "final.pt")["epoch"] == 2
+    assert [r["epoch"] for r in read_metrics(out.run_dir) if r.get("stage") == "retrain" and "lr" in r] == [1, 2]
+    with pytest.raises(RecipeError, match="6 epochs from start_epoch 5 never reach end_epoch 12: set epochs >= 7"):
+        load("earlybird_vgg16_cifar10", sets=["stage.retrain.params.start_epoch=5",
+                                              "stage.retrain.params.end_epoch=12", "stage.retrain.epochs=6"])
+    with pytest.raises(RecipeError, match="end_epoch 5 must lie after start_epoch 5"):
+        load("earlybird_vgg16_cifar10", sets=["stage.retrain.params.start_epoch=5",
+                                              "stage.retrain.params.end_epoch=5"])
+
+
+def test_prune_takes_the_search_best_accuracy_weights(registered: None, tmp_path: Path) -> None:
+    res = load("earlybird_vgg16_cifar10", smoke=True,
+               sets=['stage.prune.params.ticket="best"', 'stage.search.keep="best"', "stage.retrain.epochs=1"])[0]
+    out = execute(res, root=tmp_path, out=str(tmp_path / "run"), device="cpu", smoke=True)
+    assert out.state == "done", out.error
+    search = [r for r in read_metrics(out.run_dir) if r.get("stage") == "search"]
+    best = max(search, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]  # the first of equal bests
+    info = load_checkpoint(out.run_dir / "prune" / "final.pt")["method"]["prune"]
+    assert info["ticket"] == "best-accuracy weights" and info["ticket_epoch"] == best
+    bad = load("earlybird_vgg16_cifar10", smoke=True, sets=['stage.prune.params.ticket="best"'])[0]
+    out = execute(bad, root=tmp_path, out=str(tmp_path / "bad"), device="cpu", smoke=True)
+    assert out.state == "failed" and "kept no best.pt (set its keep = \"best\")" in out.error

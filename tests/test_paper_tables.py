@@ -17,7 +17,7 @@ from engine.config.expect import ExpectConfig, lookup, matches
 from repro.recipe import RecipeError, load, to_toml
 from repro.report import report_rows
 from repro.rundir import list_runs
-from repro.tables import paper_tables, plan, tables_json, tables_markdown
+from repro.tables import paper_tables, plan, tables_index, tables_json, tables_markdown
 
 C10 = {"tag": "c10", "data.dataset": "digits", "data.normalize": "digits"}
 C100 = {"tag": "c100", "data.dataset": "digits", "data.normalize": "cifar10"}
@@ -197,3 +197,10 @@ def test_unknown_paper_is_one_line() -> None:
     res = cli("report", "--paper", "suptickets_")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == "--paper: unknown paper 'suptickets_'; did you mean 'suptickets'?"
+
+
+def test_readme_lists_every_table_the_recipes_carry() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start, end = "<!-- tables:start -->\n", "<!-- tables:end -->"
+    assert text[text.index(start) + len(start):text.index(end)] == tables_index(), (
+        "regenerate the README's list with `repro report --index`")

@@ -578,6 +578,33 @@ async def test_analysis_screen_shows_plane_bn_eval_and_channel_overlap(tmp_path:
         assert [str(c) for c in table.get_row_at(2)] == ["mean", "0.6000", "6.0000", "0.6000", "6.0000"]
 
 
+@sync
+async def test_analysis_screen_shows_corruption(tmp_path: Path) -> None:
+    import numpy as np
+
+    from engine.store import write_group
+
+    run = tmp_path / "root" / "ft" / "20260101-000000"
+    run.mkdir(parents=True)
+    acc = np.array([[90.0, 80.0], [70.0, 60.0]])
+    write_group(run / "analysis.h5", "corruption", {
+        "corruptions": ["fog", "zoom_blur"], "severities": np.array([1, 2]), "acc": acc, "nll": acc / 100,
+        "ece": acc / 1000, "acc_mean": 75.0, "nll_mean": 0.75, "ece_mean": 0.075, "ece_pooled": 0.07,
+        "member_names": ["t1"], "member_acc": acc[None], "member_nll": acc[None] / 100, "member_ece": acc[None] / 1000,
+    }, attrs={"source": "generated"}, meta={"recipe": "ft", "run_id": run.name})
+    app = make_app(tmp_path / "root")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(AnalysisScreen(run, "ft/20260101-000000"))
+        await settle(pilot)
+        screen = app.screen
+        assert screen.tabs == ["corruption"]
+        notes = " ".join(text(w) for w in screen.query(".note"))
+        assert "accuracy 75.00%, NLL 0.7500, ECE 0.0750 (pooled 0.0700); generated" in notes
+        table = screen.query_one("#tab-corruption DataTable", DataTable)
+        assert [str(c) for c in table.get_row_at(1)] == ["zoom_blur", "70.00", "60.00", "65.00"]
+        assert [str(c) for c in table.get_row_at(2)] == ["mean", "80.00", "70.00", "75.00"]
+
+
 # ---- snapshots ----------------------------------------------------------------------------------------
 def test_snapshot_recipes(world: dict, snap_compare) -> None:  # noqa: ANN001
     async def ready(pilot) -> None:  # noqa: ANN001

@@ -3,6 +3,7 @@ definition (`@register_analysis`), and importing the modules here fills ANALYSES
 
 from engine.analyses import (  # noqa: F401  (each module registers its analyses)
     calibration,
+    corruption,
     curve,
     disagreement,
     earlybird,
@@ -14,6 +15,6 @@ from engine.analyses import (  # noqa: F401  (each module registers its analyses
     sparsity,
     tsne,
 )
-from engine.analyses.context import ANALYSES, AnalysisContext, register_analysis
+from engine.analyses.context import ANALYSES, PREFLIGHT, AnalysisContext, register_analysis
 
-__all__ = ["ANALYSES", "AnalysisContext", "register_analysis"]
+__all__ = ["ANALYSES", "PREFLIGHT", "AnalysisContext", "register_analysis"]

@@ -9,6 +9,7 @@ whole test set (the original's "individual NLL" was the last batch's)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 from engine.analyses.context import AnalysisContext, register_analysis
 from engine.analyses.ensemble import calibration_bins, load_predictions, nll
-from engine.store import write_group
+from engine.store import groups, read_group, write_group
 
 
 def original_bins(p: torch.Tensor, labels: torch.Tensor, n_edges: int) -> dict[str, Any]:
@@ -78,3 +79,11 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         meta=ctx.meta)
     return {"ece": float(eces[-1]), "member_ece_mean": float(eces[:-1].mean()), "ensemble_nll": float(nlls[-1]),
             "n_bins": shown}
+
+
+def report_metrics(h5: Path) -> dict[str, float]:
+    """`repro report`'s ensemble_ece: the ensemble's ECE from /calibration, in percent (a one-member run's is
+    its model's)."""
+    if "calibration" not in groups(h5):
+        return {}
+    return {"ensemble_ece": 100.0 * float(read_group(h5, "calibration")["ece"][-1])}

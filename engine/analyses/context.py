@@ -84,3 +84,6 @@ class AnalysisContext:
 Analysis = Callable[[AnalysisContext], dict[str, Any]]
 ANALYSES: Registry[Analysis] = Registry("analysis")  # a recipe's `analyses` entry -> the function writing its group
 register_analysis = ANALYSES.register  # @register_analysis("name") beside each (one of engine.config.names.ANALYSES)
+PREFLIGHT: Registry[Callable[[Recipe], None]] = Registry("analysis check")
+"""Analysis name -> a check of what it needs from outside the run (a data release), run before any training so
+that a missing file fails in seconds, not after the last epoch; raises a one-line error."""

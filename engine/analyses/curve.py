@@ -222,17 +222,21 @@ def run_bn_eval(ctx: AnalysisContext) -> dict[str, Any]:
 
 
 def report_metrics(h5: Path) -> dict[str, float]:
-    """The README-table numbers for `repro report`: a run's /curve min / max train loss and test error, and its
-    /bn_eval train loss and test error (the mean over the scored networks)."""
+    """The README-table numbers for `repro report`: a run's /curve min / max train loss and test error along the
+    curve (curve_*), along the straight segment (curve_line_*, with eval_line) and over its two ends (curve_ends_*:
+    t = 0 and 1, the "Endpoints" rows), and its /bn_eval train loss and test error (the mean over the networks)."""
     names = groups(h5)
-    out = {}
+    out: dict[str, float] = {}
     if "curve" in names:
-        a = read_group(h5, "curve")["_attrs"]
+        g = read_group(h5, "curve")
+        a = g["_attrs"]
         for k in ("train_loss", "test_error"):
-            for stat in ("min", "max"):
-                v = a.get(f"{k}_{stat}")
-                if v is not None and math.isfinite(float(v)):
-                    out[f"curve_{stat}_{k}"] = float(v)
+            ends = [float(g[k][0]), float(g[k][-1])]
+            for stat, pick in (("min", min), ("max", max)):
+                for prefix, v in (("curve", a.get(f"{k}_{stat}")), ("curve_line", a.get(f"line_{k}_{stat}")),
+                                  ("curve_ends", pick(ends))):
+                    if v is not None and math.isfinite(float(v)):
+                        out[f"{prefix}_{stat}_{k}"] = float(v)
     if "bn_eval" in names:
         g = read_group(h5, "bn_eval")
         for k in ("train_loss", "test_error"):

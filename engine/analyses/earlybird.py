@@ -7,24 +7,31 @@ initialisation):
   [R, K] (mask k against mask k-1, NaN at k = 0), kept_fraction [R, K] (channels kept by mask k),
   params_dense, flops_dense, params_pruned [R], flops_pruned [R] (the network pruned from each ticket; -1 when
   there is none; FLOPs per example of the Conv/Linear layers, engine.flops convention);
-attrs: stage, window, threshold, channels.
+attrs: stage, window, threshold, channels, prune_ratio (the ratio whose ticket the recipe's last eb_prune stage
+takes: its ticket_ratio, else its ratio; NaN without one).
+
+`report_metrics` turns the group into `repro report`'s `eb_epoch`: the epoch (epochs trained) at which the search
+drew the ticket at `prune_ratio`, or at its only ratio when the recipe prunes nowhere. One name serves every
+ratio because a table sweeps the prune ratio: each sweep point's run reports the epoch of its own ratio.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from engine.analyses.context import AnalysisContext, register_analysis
-from engine.config.params import EBSearchParams, ratio_tag
+from engine.config.params import EBPruneParams, EBSearchParams, ratio_tag
 from engine.io import load_checkpoint
 from engine.models import create_model
 from engine.sparse.channel_prune import model_cost, prune_channels
 from engine.sparse.channels import channel_mask, detector_trace
 from engine.sparse.masks import mask_distance
-from engine.store import write_group
+from engine.store import groups, read_group, write_group
 
 
 def search_stages(ctx: AnalysisContext) -> list[str]:
@@ -45,6 +52,12 @@ def search_state(ctx: AnalysisContext) -> tuple[str, dict[str, Any]]:
                 break
     raise FileNotFoundError(f"{ctx.run_dir}: no Early-Bird search stage has run (the analysis needs an eb_search "
                             f"stage's final.pt)")
+
+
+def prune_ratio(ctx: AnalysisContext) -> float:
+    """The ratio whose EB ticket the recipe's last eb_prune stage takes (ticket_ratio, else ratio); NaN if none."""
+    prunes = [s.params for s in ctx.recipe.stage if isinstance(s.params, EBPruneParams)]
+    return float(prunes[-1].ticket_ratio or prunes[-1].ratio) if prunes else float("nan")
 
 
 def masks_at(scales: torch.Tensor, ratio: float) -> list[torch.Tensor]:
@@ -100,9 +113,29 @@ def run(ctx: AnalysisContext) -> dict[str, Any]:
         "kept_fraction": kept,
         "params_dense": cost["params"], "flops_dense": cost["flops"],
         "params_pruned": p_after, "flops_pruned": f_after,
-    }, attrs={"stage": stage, "window": window, "threshold": threshold, "channels": int(scales.shape[1]) if k else 0},
+    }, attrs={"stage": stage, "window": window, "threshold": threshold, "channels": int(scales.shape[1]) if k else 0,
+              "prune_ratio": prune_ratio(ctx)},
         meta=ctx.meta)
     out: dict[str, Any] = {f"eb_epoch_{ratio_tag(r)}": int(e) for r, e in zip(ratios, eb_epoch)}
     out.update({f"params_ratio_{ratio_tag(r)}": float(p) / cost["params"] for r, p in zip(ratios, p_after) if p > 0})
     out.update({f"flops_ratio_{ratio_tag(r)}": float(f) / cost["flops"] for r, f in zip(ratios, f_after) if f > 0})
     return out
+
+
+def report_metrics(h5: Path) -> dict[str, float]:
+    """`eb_epoch` for `repro report`: /earlybird's drawing epoch at its `prune_ratio` (the only ratio when there is
+    none); absent without the group, for a ratio the search did not watch, or when no ticket was drawn (-1)."""
+    if "earlybird" not in groups(h5):
+        return {}
+    g = read_group(h5, "earlybird")
+    ratios = [float(r) for r in np.atleast_1d(g["ratios"])]
+    want = float(g["_attrs"].get("prune_ratio", float("nan")))
+    if math.isnan(want):
+        if len(ratios) != 1:
+            return {}
+        want = ratios[0]
+    hits = [i for i, r in enumerate(ratios) if abs(r - want) < 1e-9]
+    if not hits:
+        return {}
+    epoch = int(np.atleast_1d(g["eb_epoch"])[hits[0]])
+    return {"eb_epoch": float(epoch)} if epoch >= 0 else {}

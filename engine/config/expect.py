@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.config import names
 from engine.config.base import Strict, known
 
-STAGE_METRICS = ("test_acc", "test_error", "test_nll", "best_test_acc")  # the ones `@STAGE` may qualify
+STAGE_METRICS = ("test_acc", "test_error", "test_nll", "best_test_acc", "test_acc5")  # the ones `@STAGE` may qualify
 
 
 def check_metric(name: str) -> str:

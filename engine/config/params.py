@@ -235,7 +235,9 @@ class EBPruneParams(QuantParams):
 
     ratio: float = Field(0.3, gt=0, lt=1)  # --percent
     source: str = Field("search", pattern=r"^[A-Za-z0-9_\-]+$")  # the eb_search stage
-    ticket: Literal["eb", "final"] | int = "eb"  # the EB checkpoint, the search's final weights, or epoch E
+    # the EB checkpoint, the search's final weights, its best-accuracy weights (best.pt: the search needs
+    # keep = "best"; Figure 1's hollow stars), or its weights after epoch E (checkpoint-E.pt: needs save_every)
+    ticket: Literal["eb", "final", "best"] | int = "eb"
     ticket_ratio: float = Field(0.0, ge=0, lt=1)  # whose EB ticket (0: `ratio`'s own)
     min_channels: int = Field(1, ge=1)
     missing: Literal["error", "final"] = "error"  # no EB ticket at that ratio: fail, or prune the final weights
@@ -260,6 +262,10 @@ class EBRetrainParams(EBTrainParams):
 
     weights: Literal["inherit", "reinit"] = "inherit"  # inherit: fine-tune the EB ticket (paper; main_c_lp.py)
     start_epoch: Literal["eb"] | int = 0  # schedule offset: run epochs start..start+E-1 of the schedule
+    # the absolute epoch the retraining ends at (main_c.py's --epochs after --start-epoch): the stage stops once
+    # start + epochs trained reaches it, so a ticket drawn at epoch e retrains end_epoch - e epochs; 0: run
+    # the stage's `epochs` (which must then cover end_epoch - start)
+    end_epoch: int = Field(0, ge=0)
 
     @field_validator("start_epoch")
     @classmethod
@@ -271,6 +277,13 @@ class EBRetrainParams(EBTrainParams):
     def check(self, stage: Any) -> list[tuple[str, str]]:
         if not stage.init_from:
             return [("init_from", "eb_retrain trains a pruned network: set init_from to the eb_prune stage")]
+        if self.end_epoch and isinstance(self.start_epoch, int):
+            if self.end_epoch <= self.start_epoch:
+                return [("params.end_epoch", f"end_epoch {self.end_epoch} must lie after start_epoch "
+                                             f"{self.start_epoch}")]
+            if self.start_epoch + stage.epochs < self.end_epoch:
+                return [("epochs", f"{stage.epochs} epochs from start_epoch {self.start_epoch} never reach "
+                                   f"end_epoch {self.end_epoch}: set epochs >= {self.end_epoch - self.start_epoch}")]
         return []
 
 

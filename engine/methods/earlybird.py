@@ -12,7 +12,8 @@ resprune.py, main_c.py / main_scratch.py, and their low-precision *_lp.py versio
                  test(), with no training pass, so no weight or BN statistic moves and it costs no training FLOPs
     eb_retrain:  train the pruned network: "inherit" the EB weights (EB Train, fine-tuning) or "reinit" them
                  (EB Train re-init); `start_epoch` runs the schedule from that absolute epoch (main_c.py's
-                 --start-epoch); sparsity regularisation kept, as the scripts keep -sr
+                 --start-epoch), until the absolute `end_epoch` when set (--epochs); sparsity regularisation
+                 kept, as the scripts keep -sr
 
 Low precision (EB Train LL): any of wl_weight / wl_activate / wl_grad / wl_error / wl_momentum > 0 trains with
 8-bit block floating point through engine.lowprec (qtorch's arithmetic, written with hooks); swa = true averages
@@ -218,6 +219,10 @@ class EBPrune(_EBBase):
                                     f"(params.source must name the eb_search stage)")
         if p.ticket == "final":
             return self.info.checkpoint(p.source), "final weights"
+        if p.ticket == "best":
+            if not (src / "best.pt").exists():
+                raise FileNotFoundError(f"eb_prune: stage '{p.source}' kept no best.pt (set its keep = \"best\")")
+            return src / "best.pt", "best-accuracy weights"
         if isinstance(p.ticket, int):
             try:
                 return self.info.checkpoint(f"{p.source}@{p.ticket}"), f"epoch {p.ticket}"
@@ -284,6 +289,10 @@ class EBRetrain(_EBBase):
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         self.offset = self._offset()
+        end = self.params.end_epoch
+        if end and self.offset >= end:
+            raise ValueError(f"eb_retrain: the schedule starts at epoch {self.offset}, at or after end_epoch {end}: "
+                             f"nothing to train")
         if self.params.weights == "reinit":
             self._reinit(model)
         return super().prepare_model(model)
@@ -312,6 +321,11 @@ class EBRetrain(_EBBase):
                 state[k] = v
         model.load_state_dict(state)
         self.log(f"{self.stage.name}: re-initialised the pruned network (seed {seed})")
+
+    def stop_requested(self) -> bool:
+        """True once the schedule reached the absolute `end_epoch` (main_c.py's --epochs); never when it is 0."""
+        end = self.params.end_epoch
+        return bool(end) and self.offset + self.trainer.epoch >= end
 
     def lr(self, epoch: int, frac: float) -> float:
         """The stage's schedule run from absolute epoch `offset` (main_c.py's --start-epoch)."""

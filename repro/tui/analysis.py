@@ -323,6 +323,24 @@ def view_ood(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
             Chart(draw, classes="chart-big")]
 
 
+@register_view("corruption", "corruptions")
+def view_corruption(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """The ensemble's accuracy per corruption and severity, and its means."""
+    acc = np.asarray(g["acc"], dtype=float)
+    sev = [str(s) for s in np.asarray(g["severities"]).reshape(-1)]
+    names = _names(g, "corruptions", acc.shape[0], "corruption ")
+    table = DataTable(cursor_type="row", classes="small-table")
+    table.add_columns("corruption", *(f"severity {s} (%)" for s in sev), "mean (%)")
+    for name, row in zip(names, acc):
+        table.add_row(name, *(f"{v:.2f}" for v in row), f"{row.mean():.2f}")
+    table.add_row(Text("mean", style="bold"), *(Text(f"{v:.2f}", style="bold") for v in acc.mean(0)),
+                  Text(_f(g["acc_mean"]), style="bold"))
+    src = g.get("_attrs", {}).get("source", "")
+    note = (f"ensemble on corrupted test images: accuracy {_f(g['acc_mean'])}%, NLL {_f(g['nll_mean'], '.4f')}, "
+            f"ECE {_f(g['ece_mean'], '.4f')} (pooled {_f(g['ece_pooled'], '.4f')}); {src}")
+    return [Static(note, classes="note"), table]
+
+
 def view_generic(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     t = Text()
     for k, v in g.items():
