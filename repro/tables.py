@@ -13,6 +13,7 @@ from engine.config import names
 from engine.config.base import suggest
 from engine.config.expect import Cell, ExpectClaim, matches
 from repro.recipe import RecipeError, load, load_resolved, parse_value, read_toml, recipe_names, recipes_dir
+from repro.report import run_metrics
 from repro.rundir import RunInfo
 
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, RecipeError)
@@ -67,8 +68,6 @@ def paper_recipes(paper: str) -> list[str]:
 def _run_data(runs: list[RunInfo], wanted: set[str]) -> list[tuple[str, str, dict[str, Any], dict[str, Any],
                                                                   dict[str, float]]]:
     """(recipe, run id, resolved recipe dump, sweep point, metrics) of each finished full-size run of `wanted`."""
-    from repro.report import run_metrics  # deferred: h5py
-
     out = []
     for info in runs:
         if info.recipe not in wanted or info.state != "done" or info.smoke:

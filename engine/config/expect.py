@@ -8,10 +8,10 @@ variant axis by its tag); any other key is a dotted path into the resolved recip
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, PlainValidator, field_validator, model_validator
 
 from engine.config import names
 from engine.config.base import Strict, known
@@ -45,6 +45,18 @@ def _per_metric(v: Any, what: str) -> float | dict[str, float]:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return _number(v, what)
     raise ValueError(f"must be a number (for every metric) or a table of metric = {what} (got {v!r})")
+
+
+def _metric_table(v: dict[str, float]) -> dict[str, float]:
+    for k in v:
+        check_metric(k)
+    return v
+
+
+# metric name -> number, every name checked; one number or a table per metric (a std, a tolerance)
+Metrics = Annotated[dict[str, float], AfterValidator(_metric_table)]
+Std = Annotated[float | dict[str, float], PlainValidator(lambda v: _per_metric(v, "std"))]
+Tolerance = Annotated[float | dict[str, float], PlainValidator(lambda v: _per_metric(v, "tolerance"))]
 
 
 def _is_nan(x: float) -> bool:
@@ -95,22 +107,10 @@ class ExpectCell(Strict):
     """`[[expect.cell]]`: the paper's numbers at the sweep points `match` selects."""
 
     match: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(min_length=1)
-    std: float | dict[str, float] = 0.0
+    metrics: Metrics = Field(min_length=1)
+    std: Std = 0.0
     label: str = ""
     source: str = ""
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
-        for k in v:
-            check_metric(k)
-        return v
-
-    @field_validator("std", mode="plain")
-    @classmethod
-    def _std(cls, v: Any) -> float | dict[str, float]:
-        return _per_metric(v, "std")
 
 
 class ExpectColumn(Strict):
@@ -203,7 +203,6 @@ class Cell:
     source: str
     approximate: bool = False
     index: str = ""  # the cell's place in the recipe, for error lines (expect.table.0.rows.2)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ExpectConfig(Strict):
@@ -213,22 +212,10 @@ class ExpectConfig(Strict):
     `table` key numbers by sweep point; a cell's tolerance is max(2 x the paper's std, the metric's tolerance)."""
 
     source: str = ""
-    tolerance: float | dict[str, float] = 1.0
-    metrics: dict[str, float] = Field(default_factory=dict)
+    tolerance: Tolerance = 1.0
+    metrics: Metrics = Field(default_factory=dict)
     cell: list[ExpectCell] = Field(default_factory=list)
     table: list[ExpectTable] = Field(default_factory=list)
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
-        for k in v:
-            check_metric(k)
-        return v
-
-    @field_validator("tolerance", mode="plain")
-    @classmethod
-    def _tolerance(cls, v: Any) -> float | dict[str, float]:
-        return _per_metric(v, "tolerance")
 
     @model_validator(mode="after")
     def _every_metric_has_a_tolerance(self) -> ExpectConfig:
