@@ -128,6 +128,12 @@ def test_ticket_ensemble_acc_by_hand(tmp_path: Path) -> None:
                                    "member_nll": np.zeros(2), "ensemble_acc": 0.0, "ensemble_nll": 0.0},
                 meta={"recipe": "t", "run_id": "r"})
     assert report_metrics(other) == {}
+    edst = tmp_path / "edst.h5"  # EDST's members are ticket1..K too, with no superposed network: not Table 17's
+    write_group(edst, "predict", {"labels": np.array([0, 1, 0]), "member_probs": probs[:2],
+                                  "member_names": ["ticket1", "ticket2"], "member_acc": np.zeros(2),
+                                  "member_nll": np.zeros(2), "ensemble_acc": 0.0, "ensemble_nll": 0.0},
+                meta={"recipe": "t", "run_id": "r"})
+    assert report_metrics(edst) == {}
     assert report_metrics(tmp_path / "missing.h5") == {}
 
 

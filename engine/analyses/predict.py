@@ -63,8 +63,8 @@ def report_metrics(h5: Path) -> dict[str, float]:
     g = read_group(h5, "predict")
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in g["member_names"]]
     idx = [i for i, n in enumerate(names) if TICKET.fullmatch(n)]
-    if not idx:
+    if not idx or "superposed" not in names:  # EDST's members are ticket1..K too; its ensemble is ensemble_acc
         return {}
-    mean = np.asarray(g["member_probs"])[idx].astype(np.float64).mean(0)
-    hits = mean.argmax(1) == np.asarray(g["labels"])
-    return {"ticket_ensemble_acc": float(hits.mean() * 100)}
+    probs = torch.from_numpy(np.asarray(g["member_probs"])[idx].astype(np.float64))
+    return {"ticket_ensemble_acc": float(ensemble_metrics(probs, torch.from_numpy(np.asarray(g["labels"])).long())[
+        "ensemble_acc"])}
