@@ -453,9 +453,11 @@ def _resolve(raw: dict[str, Any], pairs: list[tuple[str, Any]], origin: str, cov
     if problems:
         raise RecipeError(problems)
     try:
+        run = raw.get("run")
+        resolved_point = isinstance(run, dict) and bool(run.get("point"))  # a run's recipe.toml: one point of many
         out = [Resolved(validate(r, origin), tag, source or Path(origin))
                for tag, r in expand_sweep(raw, origin, cover=cover)]
-        if not cover and not pinned:
+        if not cover and not pinned and not resolved_point:
             check_cells(out, origin)
         return out
     except RecipeError as e:

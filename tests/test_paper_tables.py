@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
-from digits_recipes import digits_recipe
+from digits_recipes import digits_recipe, write_recipe
 from helpers import cli
 
 from engine.config.expect import ExpectConfig, lookup, matches
-from repro.recipe import RecipeError, load, to_toml
+from repro.recipe import RecipeError, load, recipe_names, to_toml
 from repro.report import report_rows
 from repro.rundir import list_runs
 from repro.tables import paper_tables, plan, tables_index, tables_json, tables_markdown
@@ -47,9 +46,7 @@ def sweep_recipe(**expect: Any) -> dict[str, Any]:
 
 def write(folder: Path, raw: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{raw['name']}.toml"
-    path.write_text(tomli_w.dumps(raw))
-    return path
+    return write_recipe(folder, raw, f"{raw['name']}.toml")
 
 
 def test_variant_axes_expand_record_their_point_and_pin(tmp_path: Path) -> None:
@@ -61,7 +58,9 @@ def test_variant_axes_expand_record_their_point_and_pin(tmp_path: Path) -> None:
     assert points[0].tag == "c10-density0.05-erk"
     assert {p.recipe.train.sparse.init for p in points} == {"ERK", "uniform"}
     assert {p.recipe.data.normalize for p in points} == {"digits", "cifar10"}
-    assert "point = " in to_toml(first) or "[run.point]" in to_toml(first)
+    (tmp_path / "back.toml").write_text(to_toml(first))
+    back = load(str(tmp_path / "back.toml"))[0].recipe
+    assert back.run.point == first.run.point  # recipe.toml keeps the point (what the report matches runs by)
     pinned = load(str(path), sets=["method=uni", "train.sparse.density=0.1"])
     assert [(p.recipe.run.point, p.recipe.train.sparse.init) for p in pinned] == [
         ({"dataset": "c10", "method": "uni"}, "uniform"), ({"dataset": "c100", "method": "uni"}, "uniform")]
@@ -204,3 +203,12 @@ def test_readme_lists_every_table_the_recipes_carry() -> None:
     start, end = "<!-- tables:start -->\n", "<!-- tables:end -->"
     assert text[text.index(start) + len(start):text.index(end)] == tables_index(), (
         "regenerate the README's list with `repro report --index`")
+
+
+@pytest.mark.parametrize("name", [n for n in recipe_names() if load(n)[0].recipe.expect.cells()])
+def test_every_shipped_cell_selects_exactly_one_sweep_point(name: str) -> None:
+    """Load time refuses a cell that selects nothing; two points under one cell would average different settings."""
+    points = [(p.recipe.model_dump(), p.recipe.run.point) for p in load(name)]
+    for c in load(name)[0].recipe.expect.cells():
+        hits = sum(matches(c.match, d, pt) for d, pt in points)
+        assert hits == 1, f"{c.index} {c.row} / {c.column}: selects {hits} points"
