@@ -178,10 +178,9 @@ def corrupted_sets(ctx: AnalysisContext) -> CorruptedSets:
 # ---- scores -----------------------------------------------------------------------------------------------
 
 
-def bin_sums(p: torch.Tensor, labels: torch.Tensor, n_bins: int, binning: str) -> np.ndarray:
-    """[3, B]: per-bin count, summed confidence and summed correctness of probabilities [N, C] in `reliability`'s
-    bins; sums over several sets give the pooled ECE = sum_b |conf_b - correct_b| / N."""
-    r = reliability(p, labels, n_bins, binning)  # type: ignore[arg-type]
+def bin_sums(r: dict[str, Any]) -> np.ndarray:
+    """[3, B]: per-bin count, summed confidence and summed correctness of one `reliability` result; sums over
+    several sets give the pooled ECE = sum_b |conf_b - correct_b| / N."""
     count = r["count"].numpy().astype(np.float64)
     return np.stack([count, r["confidence"].numpy() * count, r["accuracy"].numpy() * count])
 
@@ -192,8 +191,9 @@ def score_set(probs: torch.Tensor, labels: torch.Tensor, n_bins: int, binning: s
     models = [*probs.unbind(0), probs.mean(0)]
     acc = np.array([float((p.argmax(-1) == labels).to(torch.float64).mean()) * 100 for p in models])
     nlls = np.array([nll(p, labels) for p in models])
-    eces = np.array([reliability(p, labels, n_bins, binning)["ece"] for p in models])  # type: ignore[arg-type]
-    sums = np.stack([bin_sums(p, labels, n_bins, binning) for p in models])
+    rel = [reliability(p, labels, n_bins, binning) for p in models]  # type: ignore[arg-type]
+    eces = np.array([r["ece"] for r in rel])
+    sums = np.stack([bin_sums(r) for r in rel])
     return {"acc": acc, "nll": nlls, "ece": eces, "bin_sums": sums, "n": np.array(len(labels))}
 
 

@@ -57,7 +57,7 @@ def search_state(ctx: AnalysisContext) -> tuple[str, dict[str, Any]]:
 def prune_ratio(ctx: AnalysisContext) -> float:
     """The ratio whose EB ticket the recipe's last eb_prune stage takes (ticket_ratio, else ratio); NaN if none."""
     prunes = [s.params for s in ctx.recipe.stage if isinstance(s.params, EBPruneParams)]
-    return float(prunes[-1].ticket_ratio or prunes[-1].ratio) if prunes else float("nan")
+    return float(prunes[-1].ticket_from) if prunes else float("nan")
 
 
 def masks_at(scales: torch.Tensor, ratio: float) -> list[torch.Tensor]:

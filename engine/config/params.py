@@ -242,6 +242,11 @@ class EBPruneParams(QuantParams):
     min_channels: int = Field(1, ge=1)
     missing: Literal["error", "final"] = "error"  # no EB ticket at that ratio: fail, or prune the final weights
 
+    @property
+    def ticket_from(self) -> float:
+        """The ratio whose EB ticket this stage prunes (`ticket_ratio`, else its own `ratio`)."""
+        return self.ticket_ratio or self.ratio
+
     @field_validator("ticket")
     @classmethod
     def _ticket(cls, v: Any) -> Any:

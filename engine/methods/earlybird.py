@@ -229,7 +229,7 @@ class EBPrune(_EBBase):
             except CheckpointError:
                 raise FileNotFoundError(f"eb_prune: stage '{p.source}' saved no checkpoint at epoch {p.ticket} "
                                         f"(set its save_every)") from None
-        tag = ratio_tag(p.ticket_ratio or p.ratio)
+        tag = ratio_tag(p.ticket_from)
         path = src / f"eb-{tag}.pt"
         if path.exists():
             return path, f"EB ticket p={tag}%"
