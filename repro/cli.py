@@ -19,7 +19,7 @@ from engine.io import CheckpointError
 from engine.runlog import NullProgress
 from repro.progress import RichProgress
 from repro.recipe import RecipeError, load, load_resolved, recipe_names, to_toml
-from repro.rundir import RunDirError, RunLock, latest_done, latest_unfinished, list_runs, read_run, run_root
+from repro.rundir import RunDirError, RunLock, list_runs, read_run, run_root
 
 # The engine (torch), analysis.h5 (h5py), figures (matplotlib) and the app (textual) are imported inside the
 # commands that need them, so `list`, `show`, `validate`, `differences`, `runs` and `--help` start in a fraction
@@ -584,45 +584,119 @@ def _recipe_sparsity(ref: str, stage_name: str | None, sets: tuple[str, ...], sm
 @click.argument("recipes", nargs=-1)
 @click.option("--smoke", is_flag=True, help="The tiny profile (a check of the whole pipeline).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--nproc", type=click.IntRange(min=1), default=1)
+@click.option("--nproc", type=click.IntRange(min=1), default=1, help="GPUs (DDP processes) per run.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Runs at once on this box, each in its own process on its own --nproc GPUs (default 1; with "
+                   "--gpus, one per GPU group).")
+@click.option("--gpus", default=None, metavar="LIST", help="The GPUs to use, e.g. 0,1,2,3 (default: all).")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default=None,
+              help="Submit the runs as submitit jobs instead (slurm: a job array; local: submitit's local executor).")
+@click.option("--partition", default=None, help="SLURM partition.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=None,
+              help="SLURM: GPUs per node of a multi-node (ImageNet) run (default --nproc).")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="SLURM: nodes per ImageNet run (torchrun's c10d rendezvous).")
+@click.option("--time", "hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
+              help="SLURM: the time limit per job, hours (a run that needs longer is requeued and resumes).")
+@click.option("--account", default=None, help="SLURM account.")
+@click.option("--wait", is_flag=True, help="With --launcher: wait for the jobs, then write the report.")
 @click.option("--report", "report_path", default="REPORT.md", show_default=True, help="Where to write the report.")
 @_root_option
-def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, report_path: str,
-              root: str | None) -> None:
-    """Every recipe (or those named) in order: skip finished runs, resume interrupted ones, start the rest;
-    then write REPORT.md and each run's figures."""
-    from repro.launch import execute  # deferred: torch
-    from repro.report import report_markdown, report_rows
+def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, jobs: int | None, gpus: str | None,
+              launcher: str | None, partition: str | None, gpus_per_node: int | None, nodes: int, hours: float,
+              account: str | None, wait: bool, report_path: str, root: str | None) -> None:
+    """Every recipe (or those named): skip finished runs, resume interrupted ones, start the rest, --jobs at a
+    time (or as SLURM jobs); a failed run does not stop the others. Then REPORT.md and each run's figures.
+    Several `repro reproduce` processes may share one list (and one file system): each run is claimed first."""
+    from repro.farm import items_for, slots_for
+    from repro.reproduce import finished_dirs, run_local
 
+    slurm_only = {"--partition": partition, "--gpus-per-node": gpus_per_node, "--account": account,
+                  "--nodes": nodes if nodes != 1 else None}
+    if launcher != "slurm":
+        for flag, value in slurm_only.items():
+            if value is not None:
+                raise UsageProblem(f"{flag} is a SLURM setting: add --launcher slurm")
+    if launcher and (jobs or gpus):
+        raise UsageProblem("--jobs and --gpus are for one box; with --launcher the scheduler places the runs")
+    if wait and not launcher:
+        raise UsageProblem("--wait is for --launcher jobs (without it reproduce always waits)")
     base = run_root(root)
-    names = list(recipes) or recipe_names()
-    done_dirs, failed = [], 0
-    for name in names:
-        for res in load(name, smoke=smoke):
-            label = res.recipe.name + (f" [{res.tag}]" if res.tag else "")
-            done = None if smoke else latest_done(base, res.recipe.name, res.tag)
-            if done is not None:
-                click.echo(f"{label}: done already ({done})")
-                done_dirs.append(done)
-                continue
-            unfinished = latest_unfinished(base, res.recipe.name, res.tag, smoke=smoke)
-            progress = RichProgress() if sys.stderr.isatty() else NullProgress()
-            outcome = execute(res, root=base, out=str(unfinished) if unfinished else None,
-                              resume=unfinished is not None, device=device, smoke=smoke, progress=progress, nproc=nproc)
-            click.echo(f"{label}: {outcome.state} ({outcome.run_dir})")
-            failed += outcome.state != "done"
-            if outcome.state == "done":
-                done_dirs.append(outcome.run_dir)
+    items = items_for(list(recipes) or recipe_names(), smoke=smoke)
+    if launcher:
+        _submit(items, base, launcher, device, nproc, wait,
+                dict(partition=partition, gpus_per_node=gpus_per_node or nproc, nodes=nodes, hours=hours,
+                     account=account), report_path)
+        return
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    parallel = (jobs or 1) > 1 or gpu_list is not None
+    try:
+        slots = slots_for(jobs, gpu_list, nproc, device) if parallel else None
+    except RunDirError as e:
+        raise UsageProblem(str(e)) from None
+    results = run_local(items, base, device=device, nproc=nproc, slots=slots)
+    _write_report(finished_dirs(results, base), base, report_path)
+    if any(r.state in ("failed", "killed") for r in results):
+        sys.exit(1)
+
+
+def _submit(items, base: Path, launcher: str, device: str, nproc: int, wait: bool,  # noqa: ANN001 - Items
+            slurm_kw: dict, report_path: str) -> None:
+    """--launcher: submit what is not done yet as submitit jobs; with --wait, wait and write the report."""
+    from repro.farm import done_already
+    from repro.reproduce import result_line
+    from repro.slurm import Slurm, submit
+
+    todo = []
+    for item in items:
+        done = done_already(base, item)
+        if done is not None:
+            click.echo(f"{item.label}: done already ({done})")
+        else:
+            todo.append(item)
+    try:
+        jobs = submit(todo, base, launcher, Slurm(**slurm_kw), device=device, nproc=nproc) if todo else []
+    except RuntimeError as e:  # submitit: no sbatch/srun here, or sbatch refused the job
+        raise UsageProblem(f"--launcher {launcher}: {str(e).strip().splitlines()[0]}") from None
+    for item, job in jobs:
+        click.echo(f"{item.label}: submitted ({launcher} job {job.job_id})")
+    click.echo(f"{len(jobs)} job(s) submitted; logs under {base / '.submitit'}; watch them with `repro runs` "
+               "or `repro tui`")
+    if not wait:
+        return
+    from repro.farm import Result
+
+    failed = False
+    results = []
+    for item, job in jobs:
+        try:
+            out = job.result()
+            r = Result(item, out["state"], out.get("run_dir"), out.get("error", ""), out.get("seconds", 0.0))
+        except Exception as e:  # noqa: BLE001 - submitit re-raises the job's error; one line
+            failed = True
+            r = Result(item, "failed", error=str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+        results.append(r)
+        click.echo(result_line(r))
+    from repro.reproduce import finished_dirs
+
+    _write_report(finished_dirs(results, base) + [d for d in (done_already(base, i) for i in items
+                                                                if i not in todo) if d], base, report_path)
+    if failed:
+        sys.exit(1)
+
+
+def _write_report(done_dirs: list[Path], base: Path, report_path: str) -> None:
+    """Each finished run's figures, then REPORT.md: every run's row and every paper's tables."""
+    from repro.report import report_markdown, report_rows
+    from repro.tables import paper_names_with_tables, paper_tables, tables_markdown  # deferred: h5py
+
+    done_dirs = list(dict.fromkeys(done_dirs))
     for run_dir in done_dirs:
         _figures(run_dir)
     rows = report_rows([read_run(d) for d in done_dirs])
-    from repro.tables import paper_names_with_tables, paper_tables, tables_markdown  # deferred: h5py
-
     sections = [tables_markdown(p, *paper_tables(p, list_runs(base))) for p in paper_names_with_tables()]
     Path(report_path).write_text("\n".join([report_markdown(rows), *sections]))
     click.echo(f"report: {report_path} ({len(rows)} rows)")
-    if failed:
-        sys.exit(1)
 
 
 def _figures(run_dir: Path) -> None:

@@ -62,9 +62,11 @@ def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: boo
 
 
 def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool = False, device: str = "auto",
-            smoke: bool = False, progress: Progress | None = None, nproc: int = 1) -> Outcome:
+            smoke: bool = False, progress: Progress | None = None, nproc: int = 1,
+            torchrun: list[str] | None = None) -> Outcome:
     """Run one resolved recipe to the end (or to a failure, recorded in status.json); nproc > 1 runs it as
-    nproc data-parallel processes through torchrun while this process holds the run directory's lock.
+    nproc data-parallel processes through torchrun while this process holds the run directory's lock (`torchrun`:
+    the multi-node flags that replace --standalone, see repro.slurm).
 
     Bad usage (a device that is not there, an --out that is a file) is refused before anything is written."""
     dev = resolve_device(device)
@@ -85,8 +87,8 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
                    smoke=smoke or recipe.run.smoke or bool(log._status.get("smoke", False)),
                    profile="faithful" if recipe.run.faithful else "default",
                    started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu)
-        if nproc > 1:
-            return _torchrun(run_dir, log, nproc, device, continuing)
+        if nproc > 1 or torchrun:
+            return _torchrun(run_dir, log, nproc, device, continuing, torchrun)
         return run_and_record(recipe, run_dir, log, device, continuing, dev=dev)
 
 
@@ -119,9 +121,9 @@ def run_and_record(recipe: Recipe, run_dir: Path, log: RunLog, device: str, cont
         return _fail(log, run_dir, str(e))
     except KeyboardInterrupt as e:
         log.progress.stop()
-        why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        why = getattr(e, "why", "terminated (SIGTERM)") if isinstance(e, Terminated) else "interrupted"
         log.status(state="killed", error=why)
-        log.log(f"killed: {why}; continue with --resume")
+        log.log(f"killed: {why}" + ("" if hasattr(e, "why") else "; continue with --resume"))
         raise
     except Exception as e:  # noqa: BLE001 - recorded, shown as one line, traceback in log.txt
         if log.enabled:
@@ -132,10 +134,13 @@ def run_and_record(recipe: Recipe, run_dir: Path, log: RunLog, device: str, cont
     return Outcome(run_dir, "done", summary)
 
 
-def _torchrun(run_dir: Path, log: RunLog, nproc: int, device: str, continuing: bool) -> Outcome:
-    """Launch `repro.worker` on nproc local processes and wait; a rank that dies fails the run."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "repro.worker", str(run_dir), "--device", device] + (["--resume"] if continuing else [])
+def _torchrun(run_dir: Path, log: RunLog, nproc: int, device: str, continuing: bool,
+              flags: list[str] | None = None) -> Outcome:
+    """Launch `repro.worker` on nproc local processes (or one node's share of a multi-node run) and wait; a rank
+    that dies fails the run."""
+    flags = flags or ["--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *flags, "-m", "repro.worker", str(run_dir),
+           "--device", device] + (["--resume"] if continuing else [])
     log.log(f"launching {nproc} processes: {' '.join(cmd[2:])}")
     proc = subprocess.Popen(cmd)
     try:
@@ -147,7 +152,7 @@ def _torchrun(run_dir: Path, log: RunLog, nproc: int, device: str, continuing: b
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        RunLog(run_dir, log.progress).status(state="killed", error="terminated (SIGTERM)"
+        RunLog(run_dir, log.progress).status(state="killed", error=getattr(e, "why", "terminated (SIGTERM)")
                                              if isinstance(e, Terminated) else "interrupted")
         raise
     status = RunLog(run_dir, enabled=True)
