@@ -6,7 +6,8 @@ is atomic on local file systems and on NFS (v3 and later): exactly one worker wi
 fresh (a heartbeat thread) and removes the file when the run ends. A claim is taken over when its holder is gone: on
 the same host its pid is no longer alive; from another host its heartbeat is older than `stale_s`; a requeued SLURM
 job (same `owner`) takes its own claim back at once. The take-over renames the old file away first (rename is
-atomic: of two workers taking over, one wins), then claims afresh.
+atomic: of two workers taking over, one wins), then claims afresh. Every claim carries a random token: that, not
+the inode number (which the file system reuses), is how a worker knows a claim file is still its own.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Holder:
     owner: str
     since: str
     age_s: float
+    token: str = ""
 
     def __str__(self) -> str:
         return f"{self.host} pid {self.pid}" + (f", {self.owner}" if self.owner != f"{self.host}:{self.pid}" else "")
@@ -68,9 +70,10 @@ def read_holder(path: Path) -> Holder | None:
     try:
         data = json.loads(text)
         host, pid, owner, since = str(data["host"]), int(data["pid"]), str(data["owner"]), str(data["since"])
+        token = str(data.get("token", ""))
     except (ValueError, KeyError, TypeError):
-        host, pid, owner, since = "?", 0, "?", "?"
-    return Holder(host, pid, owner, since, time.time() - st.st_mtime)
+        host, pid, owner, since, token = "?", 0, "?", "?", text[:64]
+    return Holder(host, pid, owner, since, time.time() - st.st_mtime, token)
 
 
 def is_stale(holder: Holder, owner: str, stale_s: float = STALE_S) -> bool:
@@ -93,7 +96,7 @@ class Claim:
         self.stale_s = STALE_S if stale_s is None else stale_s
         self.holder: Holder | None = None  # who holds it, when acquire() lost
         self.took_over: Holder | None = None  # whose dead claim acquire() took over
-        self._ino: int | None = None
+        self._token: str | None = None  # what our claim file says: inode numbers are reused, tokens are not
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -103,11 +106,12 @@ class Claim:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             return False
+        token = uuid.uuid4().hex
         try:
             os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "owner": self.owner,
-                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
+                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "token": token}).encode())
             os.fsync(fd)
-            self._ino = os.fstat(fd).st_ino
+            self._token = token
         finally:
             os.close(fd)
         return True
@@ -118,10 +122,6 @@ class Claim:
             if self._create():
                 self._start_heartbeat()
                 return True
-            try:
-                before = os.stat(self.path)
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
             holder = read_holder(self.path)
             if holder is None:
                 continue
@@ -133,7 +133,8 @@ class Claim:
                 os.rename(self.path, aside)
             except FileNotFoundError:
                 continue  # another worker took it over first
-            if os.stat(aside).st_ino != before.st_ino:
+            moved = read_holder(aside)
+            if moved is None or moved.token != holder.token:
                 # between our look and our rename another worker took the dead claim over and made a new one: put
                 # theirs back (link fails if a third claim appeared; then theirs is lost but that one holds the run)
                 try:
@@ -161,9 +162,10 @@ class Claim:
     def mine(self) -> bool:
         """Whether the claim file is still the one this worker created."""
         try:
-            return self._ino is not None and os.stat(self.path).st_ino == self._ino
-        except FileNotFoundError:
+            held = read_holder(self.path)
+        except OSError:
             return False
+        return self._token is not None and held is not None and held.token == self._token
 
     def release(self) -> None:
         """Stop the heartbeat and remove the claim (only if it is still ours)."""
@@ -176,4 +178,4 @@ class Claim:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-        self._ino = None
+        self._token = None
