@@ -29,10 +29,10 @@ lint: $(STAMP)
 smoke: $(STAMP)
 	for r in recipes/*.toml; do $(BIN)/repro run $$r --smoke --root $${REPRO_SMOKE_ROOT:-/tmp/repro-smoke} || exit 1; done
 
-# Every recipe, full size, in order (for a GPU box; days of compute): finished runs are skipped, interrupted
-# ones resumed; then REPORT.md (paper vs ours, wall time, GPU) and each run's figures.
+# Every recipe, full size (for a GPU box; days of compute): finished runs are skipped, interrupted ones resumed,
+# JOBS runs at once (default 1), each on its own GPU; then REPORT.md (paper vs ours, wall time, GPU) and figures.
 reproduce-all: $(STAMP)
-	$(BIN)/repro reproduce
+	$(BIN)/repro reproduce $(if $(JOBS),--jobs $(JOBS))
 
 clean-venv:
 	rm -rf $(VENV)
