@@ -23,7 +23,7 @@ from engine.io import write_json
 from engine.runlog import NullProgress, Progress
 from repro.claims import Claim, claim_path
 from repro.recipe import Resolved, load
-from repro.rundir import RunDirError, latest_done, latest_unfinished
+from repro.rundir import RunDirError, latest_done, latest_unfinished, parse_time, read_run
 
 
 @dataclass(frozen=True)
@@ -74,26 +74,37 @@ def resolve(item: Item) -> Resolved:
     raise RunDirError(f"{item.ref}: no sweep point tagged {item.tag!r} (the recipe changed since the list was made)")
 
 
-def done_already(root: Path, item: Item) -> Path | None:
-    """The finished run this item would skip (smoke runs always run again: they check the pipeline)."""
-    return None if item.smoke else latest_done(root, item.name, item.tag)
+def done_already(root: Path, item: Item, since: float | None = None) -> Path | None:
+    """The finished run this item would skip. A smoke run checks the pipeline, so only one that finished after `since`
+    (when this reproduce started: another worker's) counts."""
+    if not item.smoke:
+        return latest_done(root, item.name, item.tag)
+    parent = root / item.name
+    if since is None or not parent.is_dir():
+        return None
+    for run in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        info = read_run(run)
+        finished = parse_time(info.status.get("finished"))
+        if info.smoke and info.state == "done" and info.status.get("tag", "") == item.tag and (finished or 0) >= since:
+            return run
+    return None
 
 
 def run_item(item: Item, root: Path, *, device: str = "auto", nproc: int = 1, progress: Progress | None = None,
-             owner: str | None = None, execute_kw: dict | None = None) -> Result:
+             owner: str | None = None, execute_kw: dict | None = None, since: float | None = None) -> Result:
     """Skip, claim, then start or resume one run; a failure is a Result, never an exception (only an interrupt
     propagates, after the run recorded itself as killed and the claim was released)."""
     from repro.launch import execute  # deferred: torch
 
     t0 = time.monotonic()
-    done = done_already(root, item)
+    done = done_already(root, item, since)
     if done is not None:
         return Result(item, "skipped", str(done))
     claim = Claim(claim_path(root, item.name, item.tag, item.smoke), owner)
     if not claim.acquire():
         return Result(item, "elsewhere", error=f"claimed by {claim.holder}")
     try:
-        done = done_already(root, item)  # finished by another worker between our look and our claim
+        done = done_already(root, item, since)  # finished by another worker between our look and our claim
         if done is not None:
             return Result(item, "skipped", str(done))
         unfinished = latest_unfinished(root, item.name, item.tag, smoke=item.smoke)
@@ -143,17 +154,18 @@ class Pool:
     """Runs items in worker processes, one per slot; what the user sees is `on_event(kind, item, result)`."""
 
     def __init__(self, root: Path, slots: Sequence[str | None], *, device: str, nproc: int,
-                 on_event: Callable[[str, Item, Result | None, str | None], None]) -> None:
+                 on_event: Callable[[str, Item, Result | None, str | None], None], since: float | None = None) -> None:
         self.root = Path(root)
         self.slots = list(slots)
         self.device, self.nproc = device, nproc
         self.on_event = on_event
+        self.since = since
         self.logs = self.root / ".reproduce"
 
     def command(self, item: Item, result_file: Path) -> list[str]:
         return [sys.executable, "-m", "repro.farm", item.ref, "--tag", item.tag, "--root", str(self.root),
                 "--device", self.device, "--nproc", str(self.nproc), "--result", str(result_file)] + (
-                    ["--smoke"] if item.smoke else [])
+                    ["--smoke"] if item.smoke else []) + (["--since", str(self.since)] if self.since else [])
 
     def env(self, slot: str | None) -> dict[str, str]:
         env = dict(os.environ)
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--result", type=Path, required=True)
+    ap.add_argument("--since", type=float, default=None)
     args = ap.parse_args(argv)
     res = next((r for r in load(args.ref, smoke=args.smoke) if r.tag == args.tag), None)
     if res is None:
@@ -235,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     item = Item(args.ref, res.recipe.name, args.tag, args.smoke, res.recipe.data.dataset)
     try:
         with terminate_as_interrupt():
-            result = run_item(item, args.root, device=args.device, nproc=args.nproc)
+            result = run_item(item, args.root, device=args.device, nproc=args.nproc, since=args.since)
     except KeyboardInterrupt:
         write_json(args.result, {"state": "killed", "error": "terminated (SIGTERM); continue with repro reproduce"})
         return 128 + signal.SIGTERM

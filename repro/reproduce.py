@@ -94,10 +94,11 @@ def run_local(items: Sequence[Item], root: Path, *, device: str, nproc: int, slo
               ) -> list[Result]:
     """Every item: in this process one after another (slots None), else in worker processes, one per slot."""
     results: list[Result] = []
+    t_start = float(int(time.time()))  # status.json times have whole seconds
     with Board(len(items), live=slots is not None) as board:  # in-process runs draw their own bars
         todo = []
         for item in items:  # finished runs need no worker
-            done = done_already(root, item)
+            done = done_already(root, item, t_start)
             if done is not None:
                 r = Result(item, "skipped", str(done))
                 results.append(r)
@@ -109,14 +110,15 @@ def run_local(items: Sequence[Item], root: Path, *, device: str, nproc: int, slo
             if not todo:
                 todo = wait_for_claims(waiting, root)
                 waiting = [it for it in waiting if it not in todo]
+
             if slots is None:
                 got = []
                 for item in todo:
                     progress = RichProgress() if sys.stderr.isatty() else NullProgress()
-                    got.append(run_item(item, root, device=device, nproc=nproc, progress=progress))
+                    got.append(run_item(item, root, device=device, nproc=nproc, progress=progress, since=t_start))
                     board.finished(got[-1])
             else:
-                got = Pool(root, slots, device=device, nproc=nproc, on_event=board.event).run(todo)
+                got = Pool(root, slots, device=device, nproc=nproc, on_event=board.event, since=t_start).run(todo)
             results += [r for r in got if r.state != "elsewhere"]
             waiting += [r.item for r in got if r.state == "elsewhere"]
             todo = []
