@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from engine import dist
 from engine.config import Recipe
 from engine.device import resolve_device
 from engine.errors import Terminated
@@ -115,7 +116,9 @@ def run_and_record(recipe: Recipe, run_dir: Path, log: RunLog, device: str, cont
     """Run the engine and write the outcome into status.json (rank 0's job under DDP)."""
     try:
         dev = dev or resolve_device(device)
-        log.log(f"run {run_dir} on {dev} ({'resumed' if continuing else 'new'})")
+        world = dist.world()
+        log.log(f"run {run_dir} on {dev} ({'resumed' if continuing else 'new'})"
+                + (f", {world} data-parallel processes" if world > 1 else ""))
         summary = run_recipe(recipe, run_dir, log, device=dev, resume=continuing)
     except TrainingDiverged as e:
         return _fail(log, run_dir, str(e))

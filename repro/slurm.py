@@ -31,7 +31,7 @@ from repro.claims import Claim, claim_path
 from repro.farm import Item, Result, done_already, resolve, run_item
 from repro.rundir import latest_unfinished, new_run_dir
 
-RDZV_PORT = 29500
+RDZV_PORT = int(os.environ.get("REPRO_RDZV_PORT", "29500"))
 RDZV_WAIT_S = 600.0
 
 
@@ -108,7 +108,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def _multinode(self, item: Item, env: submitit.JobEnvironment) -> Result:
         folder = Path(self.root) / ".submitit"
         note = folder / f"{env.job_id}.{os.environ.get('SLURM_RESTART_COUNT', '0')}.rundir.json"
-        torchrun = torchrun_args(self.nodes, env.node, self.nproc, env.hostnames[0], env.job_id)
+        torchrun = torchrun_args(self.nodes, self.nproc, env.hostnames[0], env.job_id)
         if env.global_rank != 0:
             deadline = time.monotonic() + RDZV_WAIT_S
             while not note.exists():
@@ -143,9 +143,10 @@ class RunJob(submitit.helpers.Checkpointable):
             claim.release()
 
 
-def torchrun_args(nodes: int, node_rank: int, nproc: int, master: str, job_id: str) -> list[str]:
-    """torchrun's flags for one node of a multi-node run (replacing --standalone)."""
-    return [f"--nnodes={nodes}", f"--node-rank={node_rank}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
+def torchrun_args(nodes: int, nproc: int, master: str, job_id: str) -> list[str]:
+    """torchrun's flags for every node of a multi-node run (replacing --standalone); the c10d rendezvous hands out
+    the ranks, and rank 0 (wherever it lands) writes the run directory on the shared file system."""
+    return [f"--nnodes={nodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={master}:{RDZV_PORT}", f"--rdzv-id=repro-{job_id}"]
 
 

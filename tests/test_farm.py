@@ -23,7 +23,7 @@ from repro.claims import Claim, claim_path
 from repro.farm import gpu_groups, slots_for
 from repro.reproduce import duration
 from repro.rundir import RunDirError, parse_time, read_run
-from repro.slurm import torchrun_args
+from repro.slurm import RDZV_PORT, torchrun_args
 
 
 def _claim_file(path: Path, **fields: object) -> None:
@@ -136,9 +136,9 @@ def test_gpu_slots() -> None:
 
 def test_durations_and_torchrun_flags() -> None:
     assert [duration(s) for s in (12, 184, 7500)] == ["12s", "3m 04s", "2h 05m"]
-    assert torchrun_args(2, 1, 8, "gpu-node-01", "4242_3") == [
-        "--nnodes=2", "--node-rank=1", "--nproc-per-node=8", "--rdzv-backend=c10d",
-        "--rdzv-endpoint=gpu-node-01:29500", "--rdzv-id=repro-4242_3"]
+    assert torchrun_args(2, 8, "gpu-node-01", "4242_3") == [
+        "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d", f"--rdzv-endpoint=gpu-node-01:{RDZV_PORT}",
+        "--rdzv-id=repro-4242_3"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -262,3 +262,39 @@ def test_launcher_local_requeues_a_preempted_run_and_ends_as_an_uninterrupted_on
         [r.get(k) for k in keys] for r in read_metrics(ref)]
     assert read_run(next((root / "tiny_a").iterdir())).state == "done"
     assert "| long_b |" in (tmp_path / "R.md").read_text() and "| tiny_a |" in (tmp_path / "R.md").read_text()
+
+
+NODE = """
+import sys
+from repro.farm import items_for
+from repro.slurm import RunJob
+(item,) = items_for([sys.argv[1]])
+print(RunJob(sys.argv[2], "cpu", 1, nodes=2)(item)["state"])
+"""
+
+
+@pytest.mark.slow
+def test_a_run_over_two_nodes_meets_at_node_0(tmp_path: Path) -> None:
+    """Two processes posing as the two nodes of one submitit job (the env submitit sets): node 0 claims the run and
+    names its directory, both start torchrun with the c10d rendezvous, one run of 2 processes results."""
+    (rec,) = _recipes(tmp_path, ("tiny_a",))
+    root = tmp_path / "root"
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "77", "SUBMITIT_LOCAL_NTASKS": "2",
+               "SUBMITIT_LOCAL_JOB_NUM_NODES": "2", "SUBMITIT_LOCAL_NODEID": str(node),
+               "SUBMITIT_LOCAL_GLOBALID": str(node), "SUBMITIT_LOCAL_LOCALID": "0", "REPRO_RDZV_PORT": str(port),
+               "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([REPRO[0], "-c", NODE, rec, str(root)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o.strip().splitlines()[-1] for o in outs] == ["done", "done"]
+    (run,) = list((root / "tiny_a").iterdir())
+    log = (run / "log.txt").read_text()
+    assert "--nnodes=2" in log and "on cpu (new), 2 data-parallel processes" in log
+    assert read_run(run).state == "done"
+    assert json.loads((root / ".submitit" / "77.0.rundir.json").read_text()) == {"run_dir": str(run), "resume": False}
