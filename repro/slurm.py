@@ -90,7 +90,9 @@ class RunJob(submitit.helpers.Checkpointable):
                 else:
                     result = run_item(item, Path(self.root), device=self.device, nproc=self.nproc,
                                       owner=f"submitit:{env.job_id}")
-            except Preempted:
+            except Terminated as e:  # Preempted, or SIGTERM caught by the run's own handler (execute's)
+                if not (isinstance(e, Preempted) or on_slurm):
+                    raise  # a plain kill of a local job: the run is recorded killed, no requeue
                 print(f"{item.label}: preempted; requeueing", flush=True)
                 if callable(requeue):
                     requeue(signal.SIGUSR2, None)  # submitit: checkpoint() (resubmit self), requeue, exit
