@@ -87,39 +87,43 @@ class _NoFill(TorchFunctionMode):
 ModelKey = tuple[str, int, float, tuple, tuple[int, ...]]
 
 
-@functools.cache
-def _build(key: ModelKey) -> nn.Module:
-    """The model on the meta device: shapes only, no memory, no initialisation."""
+def _meta_model(key: ModelKey) -> nn.Module:
     arch, classes, width, options, _ = key
     with torch.device("meta"), _NoFill():
-        model = create_model(arch, classes, width, **dict(options))
-    for m in model.modules():  # shape-preserving, uncounted, and slow on the meta device: skipped for the count
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.forward = _identity  # type: ignore[method-assign]
-    return model
+        return create_model(arch, classes, width, **dict(options))
 
 
 @functools.cache
 def _model(key: ModelKey) -> tuple[nn.Module, dict[str, int]]:
-    """The meta-device model of `key` (arch, classes, width, options, input shape) and its per-layer dense forward
-    FLOPs. Only the classifier depends on the classes, linearly, so the count (a forward pass, the slow part) is
-    made once at 10 classes and the classifier's entry rescaled; an arch where that does not hold is counted."""
-    model = _build(key)
-    base = (key[0], 10, *key[2:])
+    """The meta-device model of `key` (arch, classes, width, options, input shape: shapes only, no memory) and its
+    per-layer dense forward FLOPs. Only the classifier depends on the classes, linearly, so the count (a forward
+    pass, the slow part) is made once at 10 classes and the classifier's entry rescaled; an arch where that does not
+    hold is counted."""
+    model = _meta_model(key)
     try:
         fc = classifier_name(model)
     except ValueError:  # no Linear layer: nothing to rescale
         fc = ""
     if key[1] != 10 and fc:
-        ref_model, ref = _model(base)
+        ref_model, ref = _model((key[0], 10, *key[2:]))
         ref_fc = dict(ref_model.named_parameters()).get(fc)
         if ref_fc is not None and ref_fc.shape[0] == 10 and fc in ref:
             return model, {**ref, fc: ref[fc] // 10 * key[1]}
-    return model, layer_flops(model, key[4])
+    return model, _count(key)
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
+def _count(key: ModelKey) -> dict[str, int]:
+    """layer_flops of one image through a CPU build of `key` with uninitialised storage, zeroed (non-trainable
+    parameters, e.g. Early-Bird's channel selections, set to 1: keep every channel). Faster than the meta device,
+    whose kernels run elementwise ops through Python decompositions (slow on the deep thin CIFAR nets) and whose
+    first use imports torch._dynamo (seconds); and no initialisation, which is most of the cost of a real build."""
+    twin = _meta_model(key).to_empty(device="cpu")
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.fill_(0.0 if p.requires_grad else 1.0)
+        for b in twin.buffers():
+            b.zero_()
+    return layer_flops(twin, key[4], copy_model=False)
 
 
 def model_key(recipe: Recipe) -> ModelKey:
