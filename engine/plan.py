@@ -6,7 +6,8 @@ How it mirrors the trainer (engine/trainer.py, engine/runner.py):
   epochs x training images, the training images being the data set's size less `val_split`, cut to `train_subset`
   (sizes are constants checked against the loaders by tests/test_plan.py: nothing is loaded or downloaded).
   A measure-only stage (eb_prune) trains nothing.
-* FLOPs: per image, `step_flops` of the stage's model (built on the meta device, so no memory and no weights) at
+* FLOPs: per image, `step_flops` of the stage's model (layer FLOPs counted once per arch and input shape on an
+  uninitialised build; shapes and densities from a meta-device build: no weights, no memory) at
   the stage's starting layer densities, the same per-layer rule its method draws its masks from
   (`layer_densities`: ERK, uniform, ...; data- or weight-dependent inits, SNIP/GraSP/magnitude, are charged at
   the uniform density, their overall density) and growth rule; gradual pruning (GraNet, GMP, Sup-tickets'
