@@ -71,14 +71,22 @@ def dataset_facts(recipe: Recipe) -> tuple[int, int, tuple[int, int, int]]:
     return n, classes, ((3, d.image_size, d.image_size) if folder else (3, 32, 32))
 
 
+# in-place operations that only write values (torch.nn.init's and the tensor methods they use): never a shape
+_VALUE_WRITES = frozenset({
+    "normal_", "uniform_", "fill_", "zero_", "copy_", "mul_", "add_", "sub_", "div_", "clamp_", "bernoulli_",
+    "random_", "exponential_", "log_normal_", "geometric_", "cauchy_", "erfinv_", "fill_diagonal_",
+    "kaiming_normal_", "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "trunc_normal_", "constant_",
+    "ones_", "zeros_", "orthogonal_", "eye_", "dirac_", "sparse_",
+})
+
+
 class _NoFill(TorchFunctionMode):
     """A meta tensor holds no values, so in-place initialisation (normal_, uniform_, fill_, ...) is skipped: it is
     most of the time a model takes to build on the meta device, and it changes no shape."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name.endswith("_") and not name.endswith("__"):
+        if getattr(func, "__name__", "") in _VALUE_WRITES:
             first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
             if first is not None and first.is_meta:
                 return first
