@@ -142,11 +142,6 @@ def model_key(recipe: Recipe) -> ModelKey:
     return canonical_arch(m.arch), classes, m.width, tuple(sorted(m.options().items())), shape
 
 
-def model_flops(recipe: Recipe) -> tuple[nn.Module, dict[str, int]]:
-    """The recipe's model (meta device) and its layer FLOPs at the recipe's input shape."""
-    return _model(model_key(recipe))
-
-
 @functools.cache
 def _densities(key: ModelKey, init: str, density: float, dense: tuple[str, ...], erk_power_scale: float,
                fc_density: float) -> dict[str, float]:
@@ -168,7 +163,7 @@ class StageCost:
     epochs: int
     images: int
     flops: float
-    densities: str  # "dense", "layer-wise (ERK)", "uniform (snip: data-dependent)", "gradual", ...
+    densities: str  # "dense", "ERK 0.2", "uniform 0.05 (snip_masks: depends on data or weights)", ...
     upper_bound: bool = False
 
 
