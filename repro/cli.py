@@ -461,7 +461,7 @@ def _record_bench(dev, arch: str, result: dict, width: float, compiled: bool, re
                        compiled, dataset_facts(recipe)[2], result["dense_img_s"])
     try:
         return record(entry)
-    except OSError as e:
+    except (OSError, UnsafePathError) as e:
         click.echo(f"warning: the throughput was not recorded for `repro plan`: {e}", err=True)
         return None
 
