@@ -73,16 +73,18 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-def layer_flops(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, int]:
+def layer_flops(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), *,
+                copy_model: bool = True) -> dict[str, int]:
     """Dense forward FLOPs per example of every Conv/Linear layer, keyed by its weight name ("conv1.weight").
 
     A multiply-add is 2 FLOPs and biases are not counted: conv 2·numel(W)·H_out·W_out (= 2·k_h·k_w·c_in/groups·
     c_out·H_out·W_out), transposed conv 2·numel(W)·H_in·W_in, linear 2·in·out per output position. Measured by
     one forward pass of a zero tensor of shape (1, *input_shape) through a deep copy of `model` in eval mode with
     forward hooks, so the live model (its mode, BN statistics, hooks) is untouched. A layer called twice counts
-    twice; a layer never called counts 0. Keys and order are those of `maskable(model)`.
+    twice; a layer never called counts 0. Keys and order are those of `maskable(model)`. `copy_model=False` runs
+    `model` itself (left in eval mode): for a caller's throwaway model, whose copy would cost more than the count.
     """
-    clone = copy.deepcopy(model).eval()
+    clone = (copy.deepcopy(model) if copy_model else model).eval()
     names = {id(p): n for n, p in maskable(clone).items()}
     flops = dict.fromkeys(names.values(), 0)
 

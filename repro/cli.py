@@ -432,6 +432,7 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
               "dense_img_s": round(speed["dense"], 2), "sparse_img_s": round(speed["sparse"], 2) if sparse else None}
     if sparse:
         result["sparse_overhead"] = round(speed["dense"] / speed["sparse"] - 1, 4)
+    cache = _record_bench(dev, arch, result, width, use_compile, recipes["dense"])
     if topology:
         n = topology_updates or (5 if cpu else 20)
         timing = time_topology(arch, dev, width=width, density=topology_density, updates=n, warmup=1 if cpu else 2,
@@ -447,6 +448,65 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     t.add_row(*(", ".join(f"{k} {x}" for k, x in v.items()) if isinstance(v, dict) else str(v)
                 for v in result.values()))
     out_console.print(t)
+    if cache is not None:
+        click.echo(f"recorded in {cache} (what `repro plan` reads for this device)")
+
+
+def _record_bench(dev, arch: str, result: dict, width: float, compiled: bool, recipe: Recipe) -> Path | None:  # noqa: ANN001
+    """File the dense throughput in the bench cache for `repro plan`; a cache that cannot be written only warns."""
+    from engine.plan import dataset_facts
+    from engine.throughput import BenchEntry, device_name, record
+
+    entry = BenchEntry(device_name(dev), canonical_arch(arch), result["precision"], result["batch_size"], width,
+                       compiled, dataset_facts(recipe)[2], result["dense_img_s"])
+    try:
+        return record(entry)
+    except (OSError, UnsafePathError) as e:
+        click.echo(f"warning: the throughput was not recorded for `repro plan`: {e}", err=True)
+        return None
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs at once: the wall time is for this many (longest first onto the first free slot).")
+@click.option("--root", default=None, help="Mark the runs already finished under this run root and give what "
+              "remains (what `repro reproduce` would still run).")
+@click.option("--json", "as_json", is_flag=True)
+def plan(recipes: tuple[str, ...], jobs: int, root: str | None, as_json: bool) -> None:
+    """The bill in advance: per run the images, training FLOPs and GPU-hours (at the throughput `repro bench`
+    measured on this device, else the published H100 figures), the total, and the wall time with --jobs N."""
+    from repro.plan import plan as make_plan  # deferred: torch
+    from repro.plan import plan_table, resolve_all
+
+    result = make_plan(resolve_all(recipes), jobs)
+    if root is not None:
+        _mark_done(result, run_root(root))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    out_console.print(plan_table(result))
+    total = result["total_gpu_hours"]
+    line = f"total {total:,.1f} GPU-hours for {len(result['runs'])} runs; wall time with --jobs {jobs}: " \
+           f"{result['wall_hours']:,.1f} h"
+    if root is not None:
+        line += f" (for the {result['remaining_runs']} runs not finished under {root}: " \
+                f"{result['remaining_gpu_hours']:,.1f} GPU-hours)"
+    click.echo(line)
+
+
+def _mark_done(result: dict, root: Path) -> None:
+    """Flag the runs finished under `root` and total what is left; the wall time becomes the remaining runs'."""
+    from repro.plan import makespan
+
+    left = []
+    for r in result["runs"]:
+        r["done"] = latest_done(root, r["recipe"], r["tag"]) is not None
+        if not r["done"]:
+            left.append(r["gpu_hours"])
+    result["remaining_runs"] = len(left)
+    result["remaining_gpu_hours"] = sum(left)
+    result["wall_hours"] = makespan(left, result["jobs"]) if left else 0.0
 
 
 @cli.command()

@@ -16,3 +16,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _bench_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`repro bench` files its throughput for `repro plan` in $REPRO_CACHE: tests keep theirs out of ~/.cache."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path_factory.getbasetemp() / "repro-cache"))

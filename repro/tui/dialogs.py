@@ -22,15 +22,23 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("escape,n", "answer(False)", "No"),
     ]
 
-    def __init__(self, title: str, body: str) -> None:
+    def __init__(self, title: str, body: str, note: str | None = None) -> None:
         super().__init__()
-        self.title_text, self.body = title, body
+        self.title_text, self.body, self.note = title, body, note
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(self.title_text, classes="dialog-title")
             yield Static(self.body, classes="dialog-body", markup=False)
+            if self.note is not None:  # a line filled in later (the launch's cost estimate)
+                yield Static(self.note, id="dialog-note", classes="dialog-body", markup=False)
             yield Static("[b]enter[/b]/[b]y[/b] yes    [b]escape[/b]/[b]n[/b] no", classes="dialog-keys")
+
+    def set_note(self, text: str) -> None:
+        """Replace the note line (a no-op once the dialog is gone)."""
+        self.note = text
+        if self.is_attached and self.note is not None:
+            self.query_one("#dialog-note", Static).update(text)
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -327,7 +327,26 @@ class RecipesScreen(Screen):
             if yes:
                 self.start(name, sets, smoke, device, faithful)
 
-        self.app.push_screen(ConfirmDialog(f"Launch {'a smoke' if smoke else 'a full'} run?", body), done)
+        dialog = ConfirmDialog(f"Launch {'a smoke' if smoke else 'a full'} run?", body,
+                               None if smoke else "estimate: computing ...")
+        self.app.push_screen(dialog, done)
+        if not smoke:
+            self.estimate(dialog, name, sets, faithful)
+
+    @work(thread=True, group="estimate", exclusive=True, exit_on_error=False)
+    def estimate(self, dialog: ConfirmDialog, name: str, sets: tuple[str, ...], faithful: bool) -> None:
+        """The full run's GPU-hours (`repro plan`'s estimate) into the launch dialog, off the app's thread: it
+        imports torch and counts FLOPs."""
+        try:
+            from repro.plan import launch_estimate  # deferred: torch, only once a full launch is asked for
+
+            line = launch_estimate(load(name, sets, False, faithful))
+        except Exception as e:  # noqa: BLE001 - an estimate that fails must not stop the launch
+            line = f"estimate: not available ({type(e).__name__}: {e})"
+        try:
+            self.app.call_from_thread(dialog.set_note, line)
+        except RuntimeError:  # the app closed meanwhile
+            pass
 
     @work(thread=True, group="launch", exit_on_error=False)
     def start(self, name: str, sets: tuple[str, ...], smoke: bool, device: str, faithful: bool = False) -> None:
