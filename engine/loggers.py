@@ -22,10 +22,11 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.config import Recipe
 from engine.io import write_text
 
 NOT_MIRRORED = ("stage", "epoch", "final")  # the record's place, not a measurement
@@ -48,8 +49,12 @@ class RunContext:
     """What a logger may know of the run it mirrors."""
 
     run_dir: Path
-    recipe: str
-    config: dict[str, Any] = field(default_factory=dict)  # the resolved recipe as plain data (W&B config)
+    recipe: str  # its name
+    resolved: Recipe | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (a tracker's run config)."""
+        return {} if self.resolved is None else self.resolved.model_dump(mode="json", exclude_none=True)
 
     @property
     def name(self) -> str:
@@ -101,7 +106,7 @@ class WandbLogger:
     def __init__(self, ctx: RunContext) -> None:
         wandb = _require("wandb")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "repro", name=ctx.name, group=ctx.recipe,
-                              id=ctx.uid, resume="allow", dir=str(ctx.run_dir), config=ctx.config)
+                              id=ctx.uid, resume="allow", dir=str(ctx.run_dir), config=ctx.config())
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)

@@ -70,7 +70,7 @@ def run_recipe(
     """Every stage (skipping finished ones on resume), then every analysis; returns the summary numbers. Meanwhile
     the metrics are mirrored to the recipe's `run.loggers` (rank 0), closed however the run ends."""
     if log.enabled and recipe.run.loggers:
-        ctx = RunContext(run_dir, recipe.name, recipe.model_dump(mode="json", exclude_none=True))
+        ctx = RunContext(run_dir, recipe.name, recipe)
         log.mirror = open_mirror(recipe.run.loggers, ctx, [(s.name, s.epochs) for s in recipe.stage], log.log)
     state = "failed"
     try:

@@ -243,7 +243,8 @@ def test_wandb_and_mlflow_adapters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             calls.append(("wandb.finish", exit_code))
 
     def init(**kw: Any) -> WRun:
-        calls.append(("wandb.init", kw["project"], kw["name"], kw["group"], kw["resume"], kw["dir"]))
+        calls.append(("wandb.init", kw["project"], kw["name"], kw["group"], kw["resume"], kw["dir"],
+                      kw["config"]["model"]["arch"], kw["id"] == ctx.uid))
         return WRun()
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
@@ -277,7 +278,7 @@ def test_wandb_and_mlflow_adapters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     run_dir = tmp_path / "demo" / "20260101-000000"
     run_dir.mkdir(parents=True)
-    ctx = lg.RunContext(run_dir, "demo")
+    ctx = lg.RunContext(run_dir, "demo", load(str(write_recipe(tmp_path, QUICK, "q.toml")))[0].recipe)
     for state in ("killed", "done"):  # the second start is the resume: the same MLflow run, marked running again
         said: list[str] = []
         mirror = lg.open_mirror(["wandb", "mlflow"], ctx, [("s", 5)], said.append)
@@ -285,11 +286,11 @@ def test_wandb_and_mlflow_adapters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         mirror.close(state)
         assert said == []
     assert calls == [
-        ("wandb.init", "repro", "demo/20260101-000000", "demo", "allow", str(run_dir)),
+        ("wandb.init", "repro", "demo/20260101-000000", "demo", "allow", str(run_dir), "cifar_resnet_8", True),
         ("mlflow.create_experiment", "repro"), ("mlflow.create_run", "7", "demo/20260101-000000"),
         ("wandb.log", {"s/test_acc": 91.5}, 2), ("mlflow.log_batch", "r42", [("s/test_acc", 91.5, 2)]),
         ("wandb.finish", 1), ("mlflow.set_terminated", "r42", "KILLED"),
-        ("wandb.init", "repro", "demo/20260101-000000", "demo", "allow", str(run_dir)),
+        ("wandb.init", "repro", "demo/20260101-000000", "demo", "allow", str(run_dir), "cifar_resnet_8", True),
         ("mlflow.update_run", "r42", "RUNNING"),
         ("wandb.log", {"s/test_acc": 91.5}, 2), ("mlflow.log_batch", "r42", [("s/test_acc", 91.5, 2)]),
         ("wandb.finish", 0), ("mlflow.set_terminated", "r42", "FINISHED"),
