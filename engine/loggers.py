@@ -229,8 +229,7 @@ def open_mirror(names: Iterable[str], ctx: RunContext, stage_epochs: Iterable[tu
         try:
             started[name] = LOGGERS[name](ctx)
         except NotInstalled as e:
-            warn(f"warning: logger '{name}' needs the '{e}' package, which is not installed (pip install {e}); "
-                 "the run goes on without it")
+            warn(f"warning: logger '{name}' is not installed (pip install {e}); the run goes on without it")
         except Exception as e:  # noqa: BLE001 - a logger never stops a run
             warn(f"warning: logger '{name}' failed in init ({_first_line(e)}); the run goes on without it")
     return Mirror(started, stage_epochs, warn)

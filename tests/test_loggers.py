@@ -3,6 +3,7 @@ a missing or failing logger never stopping a run, resumes, and the recipe key.""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import types
@@ -14,6 +15,7 @@ import pytest
 import torch
 from digits_recipes import digits_recipe, write_recipe
 from helpers import cli
+from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from engine import loggers as lg
@@ -22,6 +24,7 @@ from engine.config import names
 from engine.runlog import RunLog, read_metrics
 from engine.runner import run_recipe
 from repro.launch import execute
+from repro.progress import RichProgress
 from repro.recipe import RecipeError, load, load_resolved, to_toml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,8 +53,8 @@ def expected(run: Path, offsets: dict[str, int]) -> dict[str, list[tuple[int, fl
 
 
 def run(tmp_path: Path, raw: dict[str, Any], out: str = "run", resume: bool = False, **kw: Any):
-    res = load(str(write_recipe(tmp_path, raw, "r.toml")), **kw)[0]
-    return execute(res, root=tmp_path / "root", out=str(tmp_path / out), resume=resume, device="cpu")
+    res = load(str(write_recipe(tmp_path, raw, "r.toml")))[0]
+    return execute(res, root=tmp_path / "root", out=str(tmp_path / out), resume=resume, device="cpu", **kw)
 
 
 def warnings(run_dir: Path) -> list[str]:
@@ -91,10 +94,13 @@ def test_logger_none_writes_no_tensorboard_files(tmp_path: Path) -> None:
 
 def test_missing_wandb_is_one_warning_and_the_run_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "wandb", None)  # not installed, even where it is
-    out = run(tmp_path, digits_recipe(train={"epochs": 2}, analyses=[], run={"loggers": ["wandb", "tensorboard"]}))
+    terminal = io.StringIO()  # what `repro run` shows on stderr, on a narrow terminal
+    out = run(tmp_path, digits_recipe(train={"epochs": 2}, analyses=[], run={"loggers": ["wandb", "tensorboard"]}),
+              progress=RichProgress(Console(file=terminal, width=40)))
     assert out.state == "done", out.error
-    assert warnings(out.run_dir) == ["warning: logger 'wandb' needs the 'wandb' package, which is not installed "
-                                     "(pip install wandb); the run goes on without it"]
+    line = "warning: logger 'wandb' is not installed (pip install wandb); the run goes on without it"
+    assert warnings(out.run_dir) == [line]
+    assert [x for x in terminal.getvalue().splitlines() if "warning" in x] == [line]  # one line, not wrapped
     assert [s for s, _ in scalars(out.run_dir / "tb")["train/train_loss"]] == [1, 2]  # the others still mirror
 
 
