@@ -9,9 +9,10 @@ What a record becomes (the same for every logger):
     it rises across a multi-stage run, so every tag is monotone and one step means one point in the run.
 A resumed run drops the records after its checkpoint from metrics.jsonl (RunLog.truncate_metrics) and trains those
 epochs again; the loggers are told the first dropped step (`rewind`): TensorBoard writes a restart marker there, so
-its readers hide what the killed process wrote at and after it, W&B ignores steps below the ones it holds and MLflow
-keeps both values of a re-logged step. A logger that is not installed, or that raises at any point, is dropped with
-one warning line in log.txt and never stops the run. Only rank 0 mirrors (RunLog.enabled).
+its Python reader hides what the killed process wrote at and after it (its fast reader drops a point whenever its
+step is written again), W&B ignores steps below the ones it holds and MLflow keeps both values of a re-logged step.
+A logger that is not installed, or that raises at any point, is dropped with one warning line in log.txt and never
+stops the run. Only rank 0 mirrors (RunLog.enabled).
 """
 
 from __future__ import annotations
