@@ -80,7 +80,7 @@ class TensorBoardLogger:
 
     def __init__(self, ctx: RunContext) -> None:
         _require("tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # deferred: after _require (missing = a warning)
 
         self.writer = SummaryWriter(log_dir=str(ctx.run_dir / "tb"))
 
@@ -92,7 +92,7 @@ class TensorBoardLogger:
     def rewind(self, step: int) -> None:
         """A SessionLog START at `step`: TensorBoard's readers drop the points at `step` and after that earlier
         event files hold (the torch writer's `purge_step`, written at any time)."""
-        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog  # deferred: only a resume needs it
 
         self.writer.file_writer.add_event(Event(session_log=SessionLog(status=SessionLog.START)), step=step)
         self.writer.flush()
@@ -127,7 +127,7 @@ class MlflowLogger:
 
     def __init__(self, ctx: RunContext) -> None:
         mlflow = _require("mlflow")
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # deferred: mlflow is optional, never a dependency
 
         self._metric = Metric
         self.client = mlflow.tracking.MlflowClient()
