@@ -90,6 +90,9 @@ def test_logger_none_writes_no_tensorboard_files(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert again.stderr.strip() == ("error: --logger cannot change a run being resumed; it continues with its own "
                                     "recipe.toml")
+    both = cli("run", str(rec), "--logger", "none", "--logger", "wandb", "--out", str(tmp_path / "other"))
+    assert both.returncode == 2 and not (tmp_path / "other").exists()
+    assert both.stderr.strip() == "error: --logger none means no logger; it cannot be given with another --logger"
 
 
 def test_missing_wandb_is_one_warning_and_the_run_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
