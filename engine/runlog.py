@@ -41,14 +41,23 @@ class NullProgress:
         pass
 
 
+class MetricMirror(Protocol):
+    """Where metric records are mirrored as they are written (engine.loggers.Mirror: TensorBoard, W&B, MLflow)."""
+
+    def record(self, record: dict[str, Any]) -> None: ...
+    def rewind(self, dropped: list[dict[str, Any]]) -> None: ...
+    def close(self, state: str) -> None: ...
+
+
 class RunLog:
-    """Writes status.json atomically, appends metrics.jsonl and log.txt; rank 0 only under DDP."""
+    """Writes status.json atomically, appends metrics.jsonl (and mirrors it) and log.txt; rank 0 only under DDP."""
 
     def __init__(self, run_dir: Path, progress: Progress | None = None, enabled: bool = True) -> None:
         self.dir = Path(run_dir)
         self.progress = progress or NullProgress()
         self.enabled = enabled
         self._status: dict[str, Any] = {}
+        self.mirror: MetricMirror | None = None  # attached by the run (engine.runner.run_recipe)
         if enabled and (self.dir / "status.json").exists():
             try:
                 loaded = json.loads((self.dir / "status.json").read_text())
@@ -64,9 +73,11 @@ class RunLog:
         return self._status
 
     def metric(self, record: dict[str, Any]) -> None:
-        """Append one JSON object to metrics.jsonl."""
+        """Append one JSON object to metrics.jsonl, then mirror it to the attached loggers."""
         if self.enabled:
             append_text(self.dir / "metrics.jsonl", json.dumps(record, sort_keys=True) + "\n")
+            if self.mirror is not None:
+                self.mirror.record(record)
 
     def log(self, text: str) -> None:
         """A timestamped line in log.txt, also shown beside the progress bar."""
@@ -75,12 +86,16 @@ class RunLog:
         self.progress.note(text)
 
     def truncate_metrics(self, keep: Any) -> None:
-        """Drop metrics.jsonl records for which keep(record) is False (epochs after the resumed checkpoint)."""
+        """Drop metrics.jsonl records for which keep(record) is False (epochs after the resumed checkpoint); the
+        mirror is told, as those epochs are written again."""
         path = self.dir / "metrics.jsonl"
         if not (self.enabled and path.exists()):
             return
-        kept = [json.dumps(rec, sort_keys=True) for rec in read_metrics(self.dir) if keep(rec)]
+        records = read_metrics(self.dir)
+        kept = [json.dumps(rec, sort_keys=True) for rec in records if keep(rec)]
         write_text(path, "".join(k + "\n" for k in kept))
+        if self.mirror is not None and len(kept) < len(records):
+            self.mirror.rewind([rec for rec in records if not keep(rec)])
 
 
 def parse_metrics(text: str) -> list[dict[str, Any]]:

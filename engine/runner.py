@@ -14,6 +14,7 @@ from engine.config import Recipe
 from engine.data import Dataset, recipe_data
 from engine.flops import param_counts
 from engine.io import load_checkpoint
+from engine.loggers import RunContext, open_mirror
 from engine.methods import METHODS
 from engine.models import create_model
 from engine.runinfo import RunInfo
@@ -66,7 +67,28 @@ def starting_masks(recipe: Recipe, index: int, device: torch.device) -> dict[str
 def run_recipe(
     recipe: Recipe, run_dir: Path, log: RunLog, *, device: torch.device, resume: bool = False
 ) -> dict[str, Any]:
-    """Every stage (skipping finished ones on resume), then every analysis; returns the summary numbers."""
+    """Every stage (skipping finished ones on resume), then every analysis; returns the summary numbers. Meanwhile
+    the metrics are mirrored to the recipe's `run.loggers` (rank 0), closed however the run ends."""
+    if log.enabled and recipe.run.loggers:
+        ctx = RunContext(run_dir, recipe.name, recipe)
+        log.mirror = open_mirror(recipe.run.loggers, ctx, [(s.name, s.epochs) for s in recipe.stage], log.log)
+    state = "failed"
+    try:
+        summary = _stages_and_analyses(recipe, run_dir, log, device=device, resume=resume)
+        state = "done"
+        return summary
+    except KeyboardInterrupt:
+        state = "killed"
+        raise
+    finally:
+        if log.mirror is not None:
+            log.mirror.close(state)
+            log.mirror = None
+
+
+def _stages_and_analyses(
+    recipe: Recipe, run_dir: Path, log: RunLog, *, device: torch.device, resume: bool = False
+) -> dict[str, Any]:
     for mode in recipe.analyses:  # an analysis's outside data (CIFAR-10-C) is checked before any training
         if mode in PREFLIGHT:
             PREFLIGHT[mode](recipe)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from engine.config import Recipe, SparseConfig, UnknownArch, canonical_arch, suggest
+from engine.config import LOGGERS, Recipe, SparseConfig, UnknownArch, canonical_arch, suggest
 from engine.errors import DataError, DeviceError, Terminated, UnsafePathError
 from engine.fidelity import DIFFERENCES, by_id, differences_for, markdown_table, toml_value
 from engine.io import CheckpointError
@@ -149,16 +149,22 @@ def validate(recipes: tuple[str, ...]) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, help="Processes (GPUs) for DDP.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--logger", "loggers", multiple=True, type=click.Choice([*LOGGERS, "none"]),
+              help="Mirror the metrics to this logger (repeatable; replaces the recipe's run.loggers; none: nowhere).")
 @_root_option
 def run(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool, out: str | None, resume: bool, device: str,
-        nproc: int, quiet: bool, root: str | None) -> None:
+        nproc: int, quiet: bool, loggers: tuple[str, ...], root: str | None) -> None:
     """Run every stage of a recipe, then its analyses."""
     from repro.launch import execute  # deferred: torch
 
-    if resume and (sets or faithful):
-        raise UsageProblem(f"{'--set' if sets else '--faithful'} cannot change a run being resumed; it continues "
-                           "with its own recipe.toml")
+    if resume and (sets or faithful or loggers):
+        flag = "--set" if sets else "--faithful" if faithful else "--logger"
+        raise UsageProblem(f"{flag} cannot change a run being resumed; it continues with its own recipe.toml")
+    if "none" in loggers and len(loggers) > 1:
+        raise UsageProblem("--logger none means no logger; it cannot be given with another --logger")
     resolved = load(recipe, sets, smoke, faithful)
+    for res in resolved if loggers else []:
+        res.recipe.run.loggers = [name for name in dict.fromkeys(loggers) if name != "none"]
     if out and resume:
         resolved = resolved[:1]  # the run directory's own recipe.toml says which sweep point it is
     elif out and len(resolved) > 1:

@@ -34,7 +34,7 @@ class RichProgress:
             self._bar.advance(self._task, n)
 
     def note(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)  # one log line stays one line
 
     def stop(self) -> None:
         if self._bar is not None:

@@ -18,7 +18,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from engine.config import Recipe, TrainDefaults, cross_check, suggest
+from engine.config import DEFAULT_LOGGERS, Recipe, TrainDefaults, cross_check, suggest
 from engine.config.expect import MISSING, lookup, matches
 from engine.config.params import sparse_methods
 from engine.fidelity import apply_faithful
@@ -514,6 +514,8 @@ def to_toml(recipe: Recipe) -> str:
     for key in ("faithful_applied", "point"):  # empty unless --faithful / a sweep
         if not data.get("run", {}).get(key, [1]):
             del data["run"][key]
+    if data.get("run", {}).get("loggers") == list(DEFAULT_LOGGERS):  # how a run is watched: said when changed
+        del data["run"]["loggers"]
     return tomli_w.dumps(data, multiline_strings=True)
 
 

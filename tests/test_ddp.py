@@ -32,6 +32,7 @@ def test_two_process_dst_run_keeps_replicas_identical(tmp_path: Path) -> None:
     # rank's own shard and random regrowth would diverge without the mask broadcast
     recs = read_metrics(run)
     assert [r["epoch"] for r in recs] == [1, 2]  # one writer: no duplicated records
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1  # rank 0 alone mirrors them to TensorBoard
     # 256 images over 2 ranks, global batch 32 = 16 a rank: 8 steps an epoch, and every image counted once
     assert recs[0]["step"] == 8
     final = load_checkpoint(run / "dst" / "final.pt")

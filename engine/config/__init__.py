@@ -9,7 +9,16 @@ is, so the engine takes a typed object and the CLI reports `key.path: what is wr
 
 from engine.config.archs import UnknownArch, canonical_arch, list_archs, resolve_arch
 from engine.config.base import Strict, suggest
-from engine.config.names import ANALYSES, DATASETS, METRICS, NORMALIZATIONS, PAPERS, SPARSE_INITS
+from engine.config.names import (
+    ANALYSES,
+    DATASETS,
+    DEFAULT_LOGGERS,
+    LOGGERS,
+    METRICS,
+    NORMALIZATIONS,
+    PAPERS,
+    SPARSE_INITS,
+)
 from engine.config.params import PARAMS, MethodParams, params_for
 from engine.config.schema import (
     AnalysisOptions,
@@ -27,7 +36,8 @@ from engine.config.schema import (
 )
 
 __all__ = [
-    "ANALYSES", "DATASETS", "METRICS", "NORMALIZATIONS", "PAPERS", "PARAMS", "SPARSE_INITS",
+    "ANALYSES", "DATASETS", "DEFAULT_LOGGERS", "LOGGERS", "METRICS", "NORMALIZATIONS", "PAPERS", "PARAMS",
+    "SPARSE_INITS",
     "AnalysisOptions", "DataConfig", "ExpectConfig", "MethodParams", "ModelConfig", "OptimizerConfig", "Recipe",
     "RunConfig", "ScheduleConfig", "SparseConfig", "StageConfig", "Strict", "TrainDefaults", "UnknownArch",
     "canonical_arch", "cross_check", "list_archs", "params_for", "resolve_arch", "suggest",

@@ -26,3 +26,6 @@ ANALYSES = ("predict", "disagreement", "kd", "calibration", "ood", "mask_overlap
             "curve", "plane", "bn_eval", "corruption")
 SPARSE_INITS = ("uniform", "uniform_plus", "ER", "ERK", "ERK_plus", "snip", "snip_masks", "grasp", "pruning",
                 "prune_uniform", "prune_global", "dense")
+# where a run mirrors its metrics.jsonl as it writes it (engine/loggers.py; `[run] loggers`, `repro run --logger`)
+LOGGERS = ("tensorboard", "wandb", "mlflow")
+DEFAULT_LOGGERS = ("tensorboard",)  # what a recipe without `[run] loggers` mirrors to

@@ -32,6 +32,19 @@ class RunConfig(Strict):
     # the sweep point this run is ({axis: value}, a variant axis by its tag; empty without a sweep): what
     # [expect] cells match on
     point: dict[str, Any] = Field(default_factory=dict)
+    # experiment trackers the metrics are mirrored to as they are written (engine/loggers.py): TensorBoard event
+    # files in <run>/tb/ unless a recipe says otherwise; [] mirrors nowhere
+    loggers: list[str] = Field(default_factory=lambda: list(names.DEFAULT_LOGGERS))
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            known(name, names.LOGGERS, "logger")
+        twice = sorted({n for n in v if v.count(n) > 1})
+        if twice:
+            raise ValueError(f"logger '{twice[0]}' is listed twice")
+        return v
 
 
 class DataConfig(Strict):
