@@ -19,7 +19,7 @@ from engine.io import CheckpointError
 from engine.runlog import NullProgress
 from repro.progress import RichProgress
 from repro.recipe import RecipeError, load, load_resolved, recipe_names, to_toml
-from repro.rundir import RunDirError, RunLock, list_runs, read_run, run_root
+from repro.rundir import RunDirError, RunLock, latest_done, list_runs, read_run, run_root
 
 # The engine (torch), analysis.h5 (h5py), figures (matplotlib) and the app (textual) are imported inside the
 # commands that need them, so `list`, `show`, `validate`, `differences`, `runs` and `--help` start in a fraction
@@ -460,7 +460,7 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
 
 def _record_bench(dev, arch: str, result: dict, width: float, compiled: bool, recipe: Recipe) -> Path | None:  # noqa: ANN001
     """File the dense throughput in the bench cache for `repro plan`; a cache that cannot be written only warns."""
-    from engine.plan import dataset_facts
+    from engine.plan import dataset_facts  # deferred: torch, like the rest of bench
     from engine.throughput import BenchEntry, device_name, record
 
     entry = BenchEntry(device_name(dev), canonical_arch(arch), result["precision"], result["batch_size"], width,
@@ -503,7 +503,7 @@ def plan(recipes: tuple[str, ...], jobs: int, root: str | None, as_json: bool) -
 
 def _mark_done(result: dict, root: Path) -> None:
     """Flag the runs finished under `root` and total what is left; the wall time becomes the remaining runs'."""
-    from repro.plan import makespan
+    from repro.plan import makespan  # deferred: only `plan --root` needs it
 
     left = []
     for r in result["runs"]:
@@ -674,7 +674,7 @@ def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, jo
     """Every recipe (or those named): skip finished runs, resume interrupted ones, start the rest, --jobs at a
     time (or as SLURM jobs); a failed run does not stop the others. Then REPORT.md and each run's figures.
     Several `repro reproduce` processes may share one list (and one file system): each run is claimed first."""
-    from repro.farm import items_for, slots_for
+    from repro.farm import items_for, slots_for  # deferred: the launch path imports torch
     from repro.reproduce import finished_dirs, run_local
 
     slurm_only = {"--partition": partition, "--gpus-per-node": gpus_per_node, "--account": account,
@@ -709,7 +709,7 @@ def reproduce(recipes: tuple[str, ...], smoke: bool, device: str, nproc: int, jo
 def _submit(items, base: Path, launcher: str, device: str, nproc: int, wait: bool,  # noqa: ANN001 - Items
             slurm_kw: dict, report_path: str) -> None:
     """--launcher: submit what is not done yet as submitit jobs; with --wait, wait and write the report."""
-    from repro.farm import done_already
+    from repro.farm import done_already  # deferred: submitit and torch
     from repro.reproduce import result_line
     from repro.slurm import Slurm, submit
 
@@ -730,7 +730,7 @@ def _submit(items, base: Path, launcher: str, device: str, nproc: int, wait: boo
                "or `repro tui`")
     if not wait:
         return
-    from repro.farm import Result
+    from repro.farm import Result  # deferred, as above
 
     failed = False
     results = []
@@ -743,7 +743,7 @@ def _submit(items, base: Path, launcher: str, device: str, nproc: int, wait: boo
             r = Result(item, "failed", error=str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
         results.append(r)
         click.echo(result_line(r))
-    from repro.reproduce import finished_dirs
+    from repro.reproduce import finished_dirs  # deferred, as above
 
     _write_report(finished_dirs(results, base) + [d for d in (done_already(base, i) for i in items
                                                                 if i not in todo) if d], base, report_path)

@@ -229,7 +229,7 @@ class Pool:
 
 def main(argv: list[str] | None = None) -> int:
     """One worker of the local pool: run one item and write its Result as JSON."""
-    from repro.launch import terminate_as_interrupt
+    from repro.launch import terminate_as_interrupt  # deferred: torch
 
     ap = argparse.ArgumentParser(prog="repro.farm")
     ap.add_argument("ref")

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from engine.throughput import PUBLISHED_DEVICE
 from repro.recipe import Resolved, load, recipe_names
 
 FOOTNOTE = ("GPU-hours = images / dense training img/s (masked sparse training runs at the dense speed); "
@@ -30,8 +31,6 @@ def makespan(hours: Sequence[float], jobs: int) -> float:
 def _device_label(device: str, sources: list[tuple[str, str]]) -> str:
     """What the throughputs rest on, for the JSON's "device": this machine's device, the published H100 figures,
     or both, with the command that would measure the rest."""
-    from engine.throughput import PUBLISHED_DEVICE
-
     here = [s for s, d in sources if d == device]
     if sources and len(here) == len(sources):
         return f"{device} (repro bench measurements here{', some scaled by FLOPs' if 'scaled' in here else ''})"
