@@ -30,6 +30,8 @@ VIEWS: Registry[View] = Registry("view")
 """Analysis name -> the function building its tab; filled by @register_view, in tab order."""
 TITLES: dict[str, str] = {}
 """Analysis name -> its tab's title."""
+USES: dict[str, tuple[str, ...]] = {}
+"""Analysis name -> the other groups its view reads (its tab is redrawn when they change)."""
 PALETTE = ["blue", "red", "green", "orange", "magenta", "cyan", "yellow", "white", "gray", "violet"]
 
 
@@ -47,19 +49,21 @@ def _f(v: Any, fmt: str = ".2f") -> str:
         return "-"
 
 
-def register_view(name: str, title: str | None = None) -> Callable[[View], View]:
-    """Register the decorated function as the tab of analysis `name` (titled `title`, else the name)."""
+def register_view(name: str, title: str | None = None, uses: tuple[str, ...] = ()) -> Callable[[View], View]:
+    """Register the decorated function as the tab of analysis `name` (titled `title`, else the name); `uses`: the
+    other groups it reads."""
 
     def add(fn: View) -> View:
         VIEWS.add(name, fn)
         TITLES[name] = title or name
+        USES[name] = uses
         return fn
 
     return add
 
 
 # ---- one builder per group: dict of arrays -> widgets, in tab order ----------------------------------------
-@register_view("predict")
+@register_view("predict", uses=("calibration",))
 def view_predict(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     acc = np.asarray(g["member_acc"], dtype=float).reshape(-1)
     nll = np.asarray(g["member_nll"], dtype=float).reshape(-1)
@@ -144,23 +148,34 @@ def view_calibration(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widg
     return [Static(t, classes="note"), Chart(draw, classes="chart-big")]
 
 
+TICKET = "◆"  # marks the point at which a t-SNE trajectory leaves its ticket
+
+
 @register_view("tsne", "t-SNE")
 def view_tsne(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """Each trajectory's points joined in epoch order, its last point (the ticket the member leaves) marked; an
+    exploration phase leaves no ticket and gets no mark."""
     emb = np.asarray(g["embedding"], dtype=float)
     ids = np.asarray(g["member"]).astype(int).reshape(-1)
     steps = np.asarray(g.get("step", np.arange(len(ids)))).reshape(-1)
     labels = [str(x) for x in g.get("labels", [])]
+    step_is = g.get("_attrs", {}).get("step_is", "step")
 
     def draw(plt: Any) -> None:
         for n, t in enumerate(sorted(set(ids.tolist()))):
             rows = np.flatnonzero(ids == t)
             rows = rows[np.argsort(steps[rows], kind="stable")]
             name = labels[t] if 0 <= t < len(labels) else f"trajectory {t}"
-            plt.scatter(emb[rows, 0].tolist(), emb[rows, 1].tolist(), color=PALETTE[n % len(PALETTE)], label=name,
-                        marker="dot")
-        plt.title("prediction trajectories in function space (t-SNE), coloured by member")
+            color = PALETTE[n % len(PALETTE)]
+            x, y = emb[rows, 0].tolist(), emb[rows, 1].tolist()
+            plt.plot(x, y, color=color, label=name, marker="braille")
+            if not name.endswith("exploration"):
+                plt.scatter([x[-1]], [y[-1]], color=color, marker=TICKET)
+        plt.title(f"prediction trajectories in function space (t-SNE), joined in {step_is} order; "
+                  f"{TICKET} the ticket (last point)")
 
-    return [Static(f"{len(ids)} points, {len(set(ids.tolist()))} trajectories", classes="note"),
+    return [Static(f"{len(ids)} points, {len(set(ids.tolist()))} trajectories; each line runs through its member's "
+                   f"points in {step_is} order and ends at the ticket it leaves ({TICKET})", classes="note"),
             Chart(draw, classes="chart-big")]
 
 
@@ -188,29 +203,41 @@ def view_mask_overlap(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Wid
     return out
 
 
+CURVE_PANELS = (("train_loss", "train loss"), ("test_error", "test error (%)"), ("test_nll", "test NLL"))
+
+
 @register_view("curve")
 def view_curve(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """Train loss, test error and test NLL against t along the curve and (stored with eval_line as line_*) along
+    the straight segment between its endpoints, one chart each, as `repro plot` draws them."""
     t = np.asarray(g["t"], dtype=float).reshape(-1)
+    attrs = g.get("_attrs", {})
+    name = str(attrs.get("curve", "curve"))
 
-    def lines(keys: tuple[str, ...], title: str) -> Any:
+    def panel(key: str, label: str) -> Any:
+        curve = np.asarray(g[key], dtype=float).reshape(-1)
+        line = np.asarray(g[f"line_{key}"], dtype=float).reshape(-1) if f"line_{key}" in g else None
+
         def draw(plt: Any) -> None:
-            for n, k in enumerate(keys):
-                if k in g:
-                    plt.plot(t.tolist(), np.asarray(g[k], dtype=float).reshape(-1).tolist(), label=k,
-                             color=PALETTE[n], marker="braille")
+            plt.plot(t.tolist(), curve.tolist(), label=name, color="blue", marker="braille")
+            title = f"{label}: max {curve.max():.4g} along the curve"
+            if line is not None:
+                plt.plot(t.tolist(), line.tolist(), label="straight line", color="red", marker="braille")
+                title += f", {line.max():.4g} along the straight line"
             plt.xlabel("t")
             plt.title(title)
 
         return draw
 
     err = np.asarray(g.get("test_error", []), dtype=float).reshape(-1)
-    note = f"{len(t)} points along the curve"
+    note = f"{len(t)} points along the curve ({name})"
     if err.size:
         note += (f"; test error at the ends {err[0]:.2f} / {err[-1]:.2f}, "
                  f"max {err.max():.2f} at t = {t[err.argmax()]:.2f}")
+    if not any(k.startswith("line_") for k in g):
+        note += "; no straight line stored (the curve stage's eval_line is off)"
     return [Static(note, classes="note"),
-            Chart(lines(("train_loss", "test_loss", "test_nll"), "loss along t"), classes="chart-half"),
-            Chart(lines(("train_error", "test_error"), "error (%) along t"), classes="chart-half")]
+            *(Chart(panel(k, label), classes="chart-half") for k, label in CURVE_PANELS if k in g)]
 
 
 @register_view("plane")
@@ -257,8 +284,60 @@ def view_bn_eval(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
                    f"{attrs.get('weight_decay', '?')} in the loss", classes="note"), table]
 
 
+def _count(v: float, dense: float) -> tuple[str, str]:
+    """A pruned count and its share of the dense one ("-" twice when there is none, -1)."""
+    return ("-", "-") if v < 0 else (f"{int(v):,}", f"{v / dense:.1%}" if dense > 0 else "-")
+
+
 @register_view("earlybird", "Early-Bird")
 def view_earlybird(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """Per pruning ratio: the EB epoch and the pruned network's parameters and FLOPs (a table), and the detector's
+    windowed mask distance against the stored epochs with its threshold and each ticket marked (a chart)."""
+    if "window_distance" not in g:
+        return _earlybird_older(g)
+    attrs = g.get("_attrs", {})
+    ratios = np.asarray(g["ratios"], dtype=float).reshape(-1)
+    eb = np.asarray(g["eb_epoch"]).astype(int).reshape(-1)
+    epochs = np.asarray(g["epoch"], dtype=float).reshape(-1)
+    win = np.asarray(g["window_distance"], dtype=float).reshape(len(ratios), -1)
+    thr = float(attrs.get("threshold", float("nan")))
+    window = attrs.get("window", "?")
+    pd, fd = float(np.asarray(g["params_dense"])), float(np.asarray(g["flops_dense"]))
+    pp = np.asarray(g["params_pruned"], dtype=float).reshape(-1)
+    fp = np.asarray(g["flops_pruned"], dtype=float).reshape(-1)
+    chosen = float(attrs.get("prune_ratio", float("nan")))
+    table = DataTable(cursor_type="row", id="eb-table", classes="small-table")
+    table.add_columns("pruning ratio", "EB epoch", "parameters", "of dense", "FLOPs", "of dense")
+    table.add_row("dense", "-", f"{int(pd):,}", "100.0%", f"{int(fd):,}", "100.0%")
+    for i, r in enumerate(ratios):
+        cells = [f"{r:.2f}", str(eb[i]) if eb[i] >= 0 else "no ticket", *_count(pp[i], pd), *_count(fp[i], fd)]
+        style = "bold" if abs(r - chosen) < 1e-9 else ""
+        table.add_row(*(Text(c, style=style) for c in cells))
+
+    def draw(plt: Any) -> None:
+        for i, r in enumerate(ratios):
+            color = PALETTE[i % len(PALETTE)]
+            ok = np.isfinite(win[i])
+            if ok.any():
+                plt.plot(epochs[ok].tolist(), win[i][ok].tolist(), label=f"p={r:.2f}", color=color, marker="braille")
+            at = np.flatnonzero(epochs == eb[i])
+            if eb[i] >= 0 and at.size and np.isfinite(win[i][at[0]]):
+                plt.scatter([float(epochs[at[0]])], [float(win[i][at[0]])], color=color, marker=TICKET)
+        if np.isfinite(thr) and epochs.size:
+            plt.plot([float(epochs[0]), float(epochs[-1])], [thr, thr], label=f"threshold {thr:g}", color="gray")
+        plt.xlabel("epochs trained")
+        plt.title(f"EB detector: largest channel-mask distance over a window of {window}; {TICKET} ticket drawn")
+
+    before = f"the {int(window) - 1} masks before it" if isinstance(window, (int, np.integer)) else "the masks before"
+    note = (f"Early-Bird search in stage '{attrs.get('stage', '?')}': a ticket is drawn at the first epoch where "
+            f"the newest channel mask is within {thr:g} of {before} (window {window}); "
+            f"parameters and FLOPs of the network pruned from each ticket"
+            + (f"; bold: the ratio the recipe prunes ({chosen:.2f})" if np.isfinite(chosen) else ""))
+    return [Static(note, classes="note"), table, Chart(draw, classes="chart-big")]
+
+
+def _earlybird_older(g: dict[str, Any]) -> list[Widget]:
+    """/earlybird of an older layout (no window_distance): the EB epochs and whatever distance trace it holds."""
     arrays = {k: np.asarray(v) for k, v in g.items() if k != "_attrs" and not isinstance(v, list)}
     ratio_key = next((k for k in arrays if "ratio" in k), None)
     epoch_key = next((k for k in arrays if "epoch" in k and arrays[k].ndim == 1), None)
@@ -307,19 +386,35 @@ def view_sparsity(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]
     return [Static(note, classes="note"), Chart(draw, classes="chart-big")]
 
 
+def steps(edges: np.ndarray, heights: np.ndarray) -> tuple[list[float], list[float]]:
+    """A histogram as the outline of its bars (x, y), so two drawn on one chart both stay visible."""
+    x = np.repeat(np.asarray(edges, dtype=float), 2)
+    y = np.concatenate([[0.0], np.repeat(np.asarray(heights, dtype=float), 2), [0.0]])
+    return x.tolist(), y.tolist()
+
+
 @register_view("ood", "OOD")
 def view_ood(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
+    """The ensemble's max-softmax scores in and out of distribution as two outlined histograms on shared bins
+    (densities, as the figure: the two sets differ in size)."""
     s_in = np.asarray(g["scores_in"], dtype=float).reshape(-1)
     s_out = np.asarray(g["scores_out"], dtype=float).reshape(-1)
-    name = g.get("_attrs", {}).get("ood_dataset", "OOD")
+    name = str(g.get("_attrs", {}).get("ood_dataset", "OOD"))
+    lo = float(min(s_in.min(initial=1.0), s_out.min(initial=1.0)))
+    edges = np.linspace(min(lo, 0.99), 1.0, 31)
 
     def draw(plt: Any) -> None:
-        plt.hist(s_in.tolist(), bins=30, label="in-distribution", color="blue")
-        plt.hist(s_out.tolist(), bins=30, label=str(name), color="red")
+        for scores, label, color in ((s_in, f"in-distribution ({len(s_in)})", "blue"),
+                                     (s_out, f"{name} ({len(s_out)})", "red")):
+            if scores.size:
+                plt.plot(*steps(edges, np.histogram(scores, bins=edges, density=True)[0]), label=label, color=color,
+                         marker="braille")
         plt.xlabel("max softmax of the ensemble")
-        plt.title("scores in and out of distribution")
+        plt.title("density of the scores in and out of distribution (outlines)")
 
-    return [Static(f"AUROC {_f(g['auroc'], '.4f')}   AUPR {_f(g['aupr'], '.4f')}   ({name})", classes="note"),
+    med = (f"; median score {np.median(s_in):.4f} in, {np.median(s_out):.4f} out"
+           if s_in.size and s_out.size else "")
+    return [Static(f"AUROC {_f(g['auroc'], '.4f')}   AUPR {_f(g['aupr'], '.4f')}   ({name}){med}", classes="note"),
             Chart(draw, classes="chart-big")]
 
 
@@ -380,8 +475,33 @@ def read_groups(h5: Path) -> dict[str, Any]:
     return out
 
 
+def same(a: Any, b: Any) -> bool:
+    """Whether two read groups (dicts of arrays, lists, attrs; or the reason one could not be read) are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        try:
+            return bool(np.array_equal(a, b, equal_nan=True))
+        except TypeError:  # non-numeric arrays: NaN does not apply
+            return bool(np.array_equal(a, b))
+    return type(a) is type(b) and a == b
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(mtime_ns, size, inode) of a file, None when absent: one stat tells whether analysis.h5 was rewritten (every
+    write replaces the file by renaming)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class AnalysisScreen(Screen):
-    """The analyses of one run, a tab per group."""
+    """The analyses of one run, a tab per group; analysis.h5 is polled (one stat per `poll` seconds) and re-read when
+    it changes, so the tabs follow a run that is still writing its analyses."""
+
+    POLL_S = 2.0
 
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
@@ -391,12 +511,15 @@ class AnalysisScreen(Screen):
         Binding("g", "reload", "Reload"),
     ]
 
-    def __init__(self, run_dir: Path, label: str) -> None:
+    def __init__(self, run_dir: Path, label: str, poll: float | None = POLL_S) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.h5 = self.run_dir / "analysis.h5"
         self.label = label
+        self.poll = poll
         self.groups: dict[str, Any] = {}
         self.tabs: list[str] = []
+        self.seen: tuple[int, int, int] | None | bool = False  # the file's stamp when last read; False: never read
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -406,45 +529,80 @@ class AnalysisScreen(Screen):
 
     def on_mount(self) -> None:
         self.load()
+        if self.poll:
+            self.set_interval(self.poll, self.check_file)
+
+    def check_file(self) -> None:
+        """Re-read analysis.h5 when it has changed since it was last read."""
+        if self.seen is not False and file_stamp(self.h5) != self.seen:
+            self.load()
 
     def action_reload(self) -> None:
         self.load()
 
     @work(thread=True, exclusive=True, group="analysis", exit_on_error=False)
     def load(self) -> None:
-        h5 = self.run_dir / "analysis.h5"
-        if not h5.exists():
+        stamp = file_stamp(self.h5)  # taken before reading: a write during the read shows as a change next poll
+        if stamp is None:
             data: dict[str, Any] | str = "no analysis.h5 yet: the analyses run after the last stage " \
                                           f"(or run `repro analyze {self.run_dir} --mode predict`)"
         else:
             try:
-                data = read_groups(h5)
+                data = read_groups(self.h5)
             except Exception as e:  # noqa: BLE001 - e.g. a truncated or foreign file
                 data = f"cannot read analysis.h5: {type(e).__name__}: {e}"
-        self.app.call_from_thread(self.show, data)
+        self.app.call_from_thread(self.show, data, stamp)
 
-    async def show(self, data: dict[str, Any] | str) -> None:
+    async def show(self, data: dict[str, Any] | str, stamp: tuple[int, int, int] | None = None) -> None:
+        """Draw what was read: tabs added, redrawn or removed where groups changed, the selected tab kept."""
+        self.seen = stamp
         body = self.query_one("#an-body", Vertical)
-        await body.remove_children()
-        if isinstance(data, str):
-            await body.mount(message(data, "yellow"))
-            self.groups, self.tabs = {}, []
-            return
-        self.groups = data
-        names = [n for n in VIEWS if n in data] + sorted(n for n in data if n not in VIEWS)
-        self.tabs = names
-        if not names:
-            await body.mount(message("analysis.h5 holds no groups yet", "yellow"))
-            return
-        tabs = TabbedContent(id="an-tabs")
-        for n in names:
-            tabs.compose_add_child(TabPane(TITLES.get(n, n), VerticalScroll(*build_view(n, data[n], data)),
-                                           id=f"tab-{n}"))
-        await body.mount(tabs)
+        names = [] if isinstance(data, str) else [n for n in VIEWS if n in data] + sorted(n for n in data
+                                                                                           if n not in VIEWS)
+        old = self.groups
+        self.groups, self.tabs = ({}, []) if isinstance(data, str) else (data, names)
+        tabs = self.query("#an-tabs").first(TabbedContent) if self.query("#an-tabs") else None
+        if isinstance(data, str) or not names or tabs is None:
+            await body.remove_children()
+            if isinstance(data, str):
+                await body.mount(message(data, "yellow"))
+                return
+            if not names:
+                await body.mount(message("analysis.h5 holds no groups yet", "yellow"))
+                return
+            tabs = TabbedContent(id="an-tabs")
+            for n in names:
+                tabs.compose_add_child(self._pane(n, data))
+            await body.mount(tabs)
+        else:
+            await self._update(tabs, old, data, names)
+        k = len(names)
         self.query_one("#an-title", Static).update(Text.assemble(
-            (f" {self.label}", "bold"), f"   analysis.h5: {len(names)} groups   ",
+            (f" {self.label}", "bold"), f"   analysis.h5: {k} group{'s' if k != 1 else ''}   ",
             ("n/p next/previous tab   e export the figure", "dim")))
 
+    def _pane(self, name: str, data: dict[str, Any]) -> TabPane:
+        return TabPane(TITLES.get(name, name), VerticalScroll(*build_view(name, data[name], data)), id=f"tab-{name}")
+
+    async def _update(self, tabs: TabbedContent, old: dict[str, Any], data: dict[str, Any], names: list[str]) -> None:
+        """Bring the built tabs in line with `data`: new groups get a tab in registration order, changed ones (or
+        ones whose view reads a changed group) are redrawn in place, vanished ones are removed."""
+        changed = {n for n in names if n in old
+                   and any(not same(old.get(u), data.get(u)) for u in (n, *USES.get(n, ())))}
+        for n in [n for n in old if n not in data]:
+            await tabs.remove_pane(f"tab-{n}")
+        present = [n for n in names if n in old]
+        for i, n in enumerate(names):
+            if n in changed:
+                pane = tabs.get_pane(f"tab-{n}")
+                await pane.remove_children()
+                await pane.mount(VerticalScroll(*build_view(n, data[n], data)))
+            elif n not in old:
+                prev = [m for m in names[:i] if m in present]
+                nxt = [m for m in names[i + 1:] if m in present]
+                where = {"after": f"tab-{prev[-1]}"} if prev else {"before": f"tab-{nxt[0]}"} if nxt else {}
+                await tabs.add_pane(self._pane(n, data), **where)
+                present.append(n)
     @property
     def active(self) -> str | None:
         try:

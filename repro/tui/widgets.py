@@ -74,15 +74,40 @@ class HeatMap(Static):
     def __init__(self, matrix: Any, labels: Sequence[str], fmt: str = ".3f", col_labels: Sequence[str] | None = None,
                  vmax: float | None = None, **kw: Any) -> None:
         super().__init__(heatmap_text(matrix, labels, fmt, col_labels=col_labels, vmax=vmax), **kw)
+        self.matrix = np.asarray(matrix, dtype=float)  # the values drawn, rows top to bottom
+
+
+class _Recorder:
+    """Forwards plotext calls to a plot and appends each (name, args, kwargs) to `calls`."""
+
+    def __init__(self, plt: Any, calls: list[tuple[str, tuple, dict]]) -> None:
+        self._plt, self._calls = plt, calls
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._plt, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args: Any, **kw: Any) -> Any:
+            self._calls.append((name, args, kw))
+            return fn(*args, **kw)
+
+        return call
 
 
 class Chart(PlotextPlot):
-    """A plotext chart whose content comes from `draw(plt)`, called once when it is built."""
+    """A plotext chart whose content comes from `draw(plt)`, called once when it is built; `calls` records what
+    `draw` asked plotext for (name, args, kwargs), so what is drawn can be read back without parsing the picture."""
 
     def __init__(self, draw: Callable[[Any], None], **kw: Any) -> None:
         super().__init__(**kw)
         self.plt.clear_figure()
-        draw(self.plt)
+        self.calls: list[tuple[str, tuple, dict]] = []
+        draw(_Recorder(self.plt, self.calls))
+
+    def drawn(self, name: str) -> list[tuple[tuple, dict]]:
+        """The (args, kwargs) of every `name` call (e.g. "plot", "scatter")."""
+        return [(a, kw) for n, a, kw in self.calls if n == name]
 
 
 def message(text: str, style: str = "") -> Widget:
