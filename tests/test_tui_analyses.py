@@ -174,7 +174,7 @@ async def test_screen_follows_a_file_that_is_still_being_written(run: Path) -> N
     ood([0.6, 0.7])
     async with make_app(run.parents[1]).run_test(size=SIZE) as pilot:
         screen = await open_tab(pilot, run, "ood", poll=0.1)
-        tabs = screen.query_one("#an-tabs", TabbedContent)
+        built = screen.query_one("#an-tabs", TabbedContent)
         assert screen.tabs == ["ood"]
         # a second group, ordered before the shown one: a new tab in registration order, the shown tab kept
         write_group(h5, "tsne", {"embedding": np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]),
@@ -184,11 +184,26 @@ async def test_screen_follows_a_file_that_is_still_being_written(run: Path) -> N
         await settle(pilot)
         assert [t.id for t in screen.query_one(Tabs).query("Tab")] == ["--content-tab-tab-tsne",
                                                                        "--content-tab-tab-ood"]
-        assert tabs.active == "tab-ood"
+        assert screen.query_one("#an-tabs", TabbedContent).active == "tab-ood"
+        assert screen.query_one("#an-tabs", TabbedContent) is built  # updated in place, not rebuilt
         # the shown group rewritten: its chart is redrawn from the new numbers, still selected
         ood([0.55, 0.6, 0.65])
         await wait_for(pilot, lambda: [kw["label"] for c in charts(screen, "ood") for _, kw in c.drawn("plot")]
                        == ["in-distribution (2)", "OOD (3)"])
         await settle(pilot)
-        assert tabs.active == "tab-ood"
+        assert screen.query_one("#an-tabs", TabbedContent).active == "tab-ood"
         assert len(charts(screen, "tsne")) == 1
+
+
+@sync
+async def test_screen_opened_before_any_analysis_shows_the_first_group_when_written(run: Path) -> None:
+    async with make_app(run.parents[1]).run_test(size=SIZE) as pilot:
+        await pilot.app.push_screen(AnalysisScreen(run, "r/20260101-000000", poll=0.1))
+        await settle(pilot)
+        screen = pilot.app.screen
+        assert "no analysis.h5 yet" in text(screen.query_one(".message", Static))
+        write_group(run / "analysis.h5", "ood", {"auroc": 0.9, "aupr": 0.8, "scores_in": np.array([0.9, 1.0]),
+                                                 "scores_out": np.array([0.6])}, meta=META)
+        await wait_for(pilot, lambda: screen.tabs == ["ood"] and bool(charts(screen, "ood")))
+        assert not screen.query(".message")
+        assert "analysis.h5: 1 group " in text(screen.query_one("#an-title", Static))
