@@ -204,6 +204,7 @@ async def test_screen_opened_before_any_analysis_shows_the_first_group_when_writ
         assert "no analysis.h5 yet" in text(screen.query_one(".message", Static))
         write_group(run / "analysis.h5", "ood", {"auroc": 0.9, "aupr": 0.8, "scores_in": np.array([0.9, 1.0]),
                                                  "scores_out": np.array([0.6])}, meta=META)
-        await wait_for(pilot, lambda: screen.tabs == ["ood"] and bool(charts(screen, "ood")))
+        await wait_for(pilot, lambda: "analysis.h5: 1 group " in text(screen.query_one("#an-title", Static)))
+        await settle(pilot)
+        assert screen.tabs == ["ood"] and len(charts(screen, "ood")) == 1
         assert not screen.query(".message")
-        assert "analysis.h5: 1 group " in text(screen.query_one("#an-title", Static))

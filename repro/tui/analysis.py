@@ -7,6 +7,7 @@ beside its definition; the registration order is the order of the tabs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -520,6 +521,7 @@ class AnalysisScreen(Screen):
         self.groups: dict[str, Any] = {}
         self.tabs: list[str] = []
         self.seen: tuple[int, int, int] | None | bool = False  # the file's stamp when last read; False: never read
+        self.drawing = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -554,21 +556,24 @@ class AnalysisScreen(Screen):
         self.app.call_from_thread(self.show, data, stamp)
 
     async def show(self, data: dict[str, Any] | str, stamp: tuple[int, int, int] | None = None) -> None:
-        """Draw what was read: tabs added, redrawn or removed where groups changed, the selected tab kept."""
-        self.seen = stamp
+        """Draw what was read: tabs added, redrawn or removed where groups changed, the selected tab kept (one
+        draw at a time: a reload may finish while the previous one is still mounting)."""
+        async with self.drawing:
+            await self._show(data)
+            self.seen = stamp
+
+    async def _show(self, data: dict[str, Any] | str) -> None:
         body = self.query_one("#an-body", Vertical)
         names = [] if isinstance(data, str) else [n for n in VIEWS if n in data] + sorted(n for n in data
                                                                                            if n not in VIEWS)
         old = self.groups
-        self.groups, self.tabs = ({}, []) if isinstance(data, str) else (data, names)
         tabs = self.query("#an-tabs").first(TabbedContent) if self.query("#an-tabs") else None
         if isinstance(data, str) or not names or tabs is None:
             await body.remove_children()
-            if isinstance(data, str):
-                await body.mount(message(data, "yellow"))
-                return
-            if not names:
-                await body.mount(message("analysis.h5 holds no groups yet", "yellow"))
+            if isinstance(data, str) or not names:
+                self.groups, self.tabs = {}, []
+                await body.mount(message(data if isinstance(data, str) else "analysis.h5 holds no groups yet",
+                                         "yellow"))
                 return
             tabs = TabbedContent(id="an-tabs")
             for n in names:
@@ -576,6 +581,7 @@ class AnalysisScreen(Screen):
             await body.mount(tabs)
         else:
             await self._update(tabs, old, data, names)
+        self.groups, self.tabs = data, names
         k = len(names)
         self.query_one("#an-title", Static).update(Text.assemble(
             (f" {self.label}", "bold"), f"   analysis.h5: {k} group{'s' if k != 1 else ''}   ",
