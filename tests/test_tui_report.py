@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Static
 
 from repro.recipe import load, to_toml
 from repro.rundir import RunLock
+from repro.tui.analysis import AnalysisScreen
 from repro.tui.commands import ReproCommands
 from repro.tui.help import HelpScreen, binding_rows
 from repro.tui.recipes import RecipesScreen
@@ -135,6 +136,11 @@ async def test_report_of_a_damaged_run_says_why_in_one_line(world: dict) -> None
         # a directory without recipe.toml gives no row: the view says why
         screen = await open_report(pilot, "2", str(world["runs"]["old"]))
         assert "20260106-100000: no recipe.toml" in texts(screen)
+        await pilot.press("escape")
+        # a recipe that does not load: one line why
+        screen = await open_report(pilot, "1", "broken")
+        shown = texts(screen).splitlines()
+        assert shown[-1].startswith("cannot report recipe broken: ") and "widht" in shown[-1]
 
 
 @sync
@@ -250,6 +256,14 @@ async def test_palette_offers_reports_smoke_runs_and_export(world: dict) -> None
         await smoke()
         await pilot.pause()
         assert type(app.screen).__name__ == "ConfirmDialog" and "repro run ft_tiny" in texts(app.screen)
+        await pilot.press("n")
+        # a screen with a figure offers its export
+        analysis = AnalysisScreen(world["runs"]["done"], "tiny/20260101-100000")
+        await app.push_screen(analysis)
+        provider = ReproCommands(analysis)
+        await provider.startup()
+        export = [a for t, a, _ in provider.commands() if t == "export the shown figure"]
+        assert export == [analysis.action_export]
 
 
 # ---- snapshots ---------------------------------------------------------------------------------------------------

@@ -6,14 +6,13 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static
 
-EXTRA = {"Everywhere": [("ctrl+p", "command palette: jump to a recipe or run, smoke run, report, export"),
-                        ("?", "this help")],
-         "Recipes": [("↑/↓ enter", "move, the recipe's runs")],
-         "Runs": [("↑/↓ enter", "move, the run's analyses")]}
+EXTRA = {"Everywhere": [("^p", "command palette")],
+         "Recipes": [("enter", "the recipe's runs")],
+         "Runs": [("enter", "the run's analyses")]}
 
 
 def key_label(key: str) -> str:
@@ -66,7 +65,8 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen { align: center middle; background: $background 60%; }
     HelpScreen #help-box { width: 100%; max-width: 120; height: auto; max-height: 100%;
                            border: thick $primary; background: $surface; padding: 0 1; }
-    HelpScreen #help-grid { grid-size: 2; grid-gutter: 0 2; height: auto; }
+    HelpScreen #help-columns { height: auto; }
+    HelpScreen .help-column { width: 1fr; height: auto; padding: 0 1; }
     HelpScreen .help-section { height: auto; margin: 0 0 1 0; }
     """
     BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "Close")]
@@ -77,11 +77,17 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         here = type(self.current).__name__.removesuffix("Screen") if self.current is not None else ""
+        columns: list[list[Static]] = [[], []]
+        heights = [0, 0]
+        for title, bindings in screen_sections():  # each section into the shorter column, in order
+            rows = binding_rows(bindings) + EXTRA.get(title, [])
+            col = heights.index(min(heights))
+            columns[col].append(Static(section_table(title, rows, title == here), classes="help-section"))
+            heights[col] += len(rows) + 2
         with VerticalScroll(id="help-box"):
-            with Grid(id="help-grid"):
-                for title, bindings in screen_sections():
-                    rows = binding_rows(bindings) + EXTRA.get(title, [])
-                    yield Static(section_table(title, rows, title == here), classes="help-section")
+            with Horizontal(id="help-columns"):
+                for sections in columns:
+                    yield Vertical(*sections, classes="help-column")
         yield Footer()
 
     def on_mount(self) -> None:

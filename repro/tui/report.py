@@ -239,6 +239,9 @@ def verdict_widgets(v: Verdict) -> list[Widget]:
             out.append(Static(Text(f"damaged: {err}", style="red"), classes="report-note"))
         if rows:
             out.append(rows_table(rows, with_run=not (single and v.paper is None)))
+            sources = [s for s in dict.fromkeys(r["source"] for r in rows if r["paper"] is not None) if s]
+            if sources:
+                out.append(Static(Text("paper's numbers: " + "; ".join(sources), style="dim"), classes="report-note"))
             if not any(r["paper"] is not None for r in rows):
                 out.append(Static(Text("no [expect] number for these runs: the main metric is shown", style="dim"),
                                   classes="report-note"))
@@ -324,6 +327,5 @@ class ReportScreen(Screen):
         self.verdict = result
         widgets = verdict_widgets(result)
         await body.mount_all(widgets or [message("nothing to report", "dim")])
-        first = next((w for w in widgets if isinstance(w, DataTable)), None)
-        if first is not None:
-            first.focus()
+        body.scroll_home(animate=False)
+        body.focus()  # the arrows scroll the whole report; tab reaches each table
