@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 
 import h5py
@@ -13,7 +14,7 @@ from digits_recipes import write_recipe
 from fixtures_tui import T0, TINY, iso, metrics, write_analysis, write_fixture_runs, write_recipes, write_run
 from rich.console import Console
 from rich.text import Text
-from test_tui import make_app, settle, sync
+from test_tui import make_app, settle, sync, wait_for
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Static
 
@@ -170,6 +171,34 @@ async def test_report_of_a_demo_recipe_has_no_paper_tables(world: dict) -> None:
                                                 ("20260107-100000", "ensemble_acc"), ("20260107-100000", "test_acc")]
 
 
+@sync
+async def test_report_is_read_off_the_event_loop(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the verdict is computed (held here), the view says so and keys still work; a result that lands after
+    the view was closed is dropped."""
+    from repro.tui import report
+
+    release, started = threading.Event(), threading.Event()
+    real = report.compute
+
+    def held(*args):  # noqa: ANN002, ANN202
+        started.set()
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(report, "compute", held)
+    app = make_app(world["root"], timings=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(pilot)
+        await app.push_screen(ReportScreen.for_run(world["runs"]["expect"]))
+        await wait_for(pilot, started.is_set)
+        assert "reading the runs ..." in texts(app.screen)
+        await pilot.press("escape")  # handled while the worker is still held
+        assert isinstance(app.screen, RecipesScreen)
+        release.set()
+        await settle(pilot)
+        assert isinstance(app.screen, RecipesScreen)
+
+
 # ---- help ----------------------------------------------------------------------------------------------------
 def test_binding_rows_join_alternative_keys() -> None:
     assert binding_rows([("escape,q", "app.pop_screen", "Back"), ("ctrl+q", "quit", "Quit"), ("x", "y", "")]) == [
@@ -197,6 +226,9 @@ async def test_question_mark_opens_help_and_escape_closes_it(world: dict) -> Non
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen_stack == before
+        await pilot.press("1", "slash", "question_mark")  # in a search box, ? is a character
+        await pilot.pause()
+        assert app.screen.query_one("#search").value == "?" and not isinstance(app.screen, HelpScreen)
 
 
 # ---- command palette ---------------------------------------------------------------------------------------------
