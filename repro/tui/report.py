@@ -230,15 +230,16 @@ def verdict_widgets(v: Verdict) -> list[Widget]:
         elif v.paper_note:
             out.append(Static(Text(v.paper_note, style="dim"), classes="report-note"))
     if v.runs is not None:
-        rows, single = v.runs.rows, v.runs.rows and len({r["run_id"] for r in v.runs.rows}) == 1
+        rows = v.runs.rows
+        one_run = v.paper is None and len({r["run_id"] for r in rows}) == 1  # a run's report: its summary on top
         if v.paper is not None:
             out.append(Static(Text(f"runs of {v.title.removeprefix('recipe ')}", style="bold"), classes="report-head"))
-        if single and v.paper is None:
+        if one_run:
             out.append(Static(run_summary(rows[0]), classes="report-head"))
         for err in dict.fromkeys(r["error"] for r in rows if r.get("error")):
             out.append(Static(Text(f"damaged: {err}", style="red"), classes="report-note"))
         if rows:
-            out.append(rows_table(rows, with_run=not (single and v.paper is None)))
+            out.append(rows_table(rows, with_run=not one_run))
             sources = [s for s in dict.fromkeys(r["source"] for r in rows if r["paper"] is not None) if s]
             if sources:
                 out.append(Static(Text("paper's numbers: " + "; ".join(sources), style="dim"), classes="report-note"))
