@@ -17,6 +17,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 
+from repro.tui.commands import ReproCommands
 from repro.tui.procs import Launched
 from repro.tui.recipes import RecipesScreen
 from repro.tui.rundata import RunRow, RunScanner
@@ -30,9 +31,11 @@ class ReproApp(App[None]):
     TITLE = "repro"
     MODES = {"recipes": RecipesScreen, "runs": RunsScreen}
     DEFAULT_MODE = "recipes"
+    COMMANDS = App.COMMANDS | {ReproCommands}
     BINDINGS = [
         Binding("1", "switch_mode('recipes')", "Recipes"),
         Binding("2", "switch_mode('runs')", "Runs"),
+        Binding("question_mark", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -60,6 +63,13 @@ class ReproApp(App[None]):
         self.scan()
         if self.refresh_interval:
             self.set_interval(self.refresh_interval, self.scan)
+
+    def action_help(self) -> None:
+        """`?`: every screen's keys (a second `?` closes it)."""
+        from repro.tui.help import HelpScreen  # deferred: opened on demand
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
 
     # ---- the shared run scan ----
     def scan(self) -> None:

@@ -88,6 +88,7 @@ class RecipesScreen(Screen):
         Binding("d", "cycle_device", "Device"),
         Binding("t", "toggle_preview", "Preview smoke/full"),
         Binding("F", "toggle_faithful", "Faithful"),
+        Binding("R", "report", "Report"),
     ]
 
     search_text = reactive("")
@@ -306,6 +307,13 @@ class RecipesScreen(Screen):
         if self.current:
             self.app.runs_filter = self.current
             self.app.switch_mode("runs")
+
+    def action_report(self) -> None:
+        """The verdict on the selected recipe: its paper's tables and its runs' `[expect]` rows."""
+        from repro.tui.report import ReportScreen  # deferred: opened on demand
+
+        if self.current:
+            self.app.push_screen(ReportScreen.for_recipe(self.current))
 
     def action_launch(self, smoke: bool) -> None:
         name = self.current

@@ -54,6 +54,7 @@ class RunsScreen(Screen):
         Binding("x", "stop", "Stop"),
         Binding("X", "kill", "Kill now"),
         Binding("r", "resume", "Resume"),
+        Binding("R", "report", "Report"),
     ]
 
     search_text = reactive("")
@@ -283,6 +284,14 @@ class RunsScreen(Screen):
         r = self._row()
         if r is not None:
             self.app.push_screen(AnalysisScreen(r.path, f"{r.recipe}/{r.run_id}"))
+
+    def action_report(self) -> None:
+        """The selected run's verdict: its `[expect]` rows against the paper, FLOPs, wall time."""
+        from repro.tui.report import ReportScreen  # deferred: opened on demand
+
+        r = self._row()
+        if r is not None:
+            self.app.push_screen(ReportScreen.for_run(r.path))
 
     def _pid(self, r: RunRow) -> int | None:
         if r.state != "running":
