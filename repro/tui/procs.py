@@ -19,6 +19,7 @@ from pathlib import Path
 from repro.rundir import new_run_dir, read_lock
 
 DEVICES = ("auto", "cpu", "cuda")
+"""Every device a launch may name; the recipes screen offers those detect_devices() finds."""
 
 
 @dataclass
@@ -93,3 +94,25 @@ def signal_run(pid: int, sig: int) -> str:
         return f"{signal.Signals(sig).name} sent to pid {pid}"
     os.killpg(pgid, sig)
     return f"{signal.Signals(sig).name} sent to process group {pgid}"
+
+
+def detect_devices() -> tuple[str, ...]:
+    """The devices a launch can ask for here: auto and cpu, and cuda only when torch sees a GPU. Imports torch
+    (a second or two): call it off the app's thread."""
+    try:
+        import torch  # deferred: only the device probe needs it
+
+        has_cuda = bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no usable torch: the CPU is still there
+        has_cuda = False
+    return DEVICES if has_cuda else ("auto", "cpu")
+
+
+def runs_whole_sweep(pid: int) -> bool | None:
+    """Whether process `pid` is a `repro run` of a whole sweep (no --out: it runs the points one after another),
+    read from /proc; None when that cannot be told (no /proc, process gone)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return b"run" in argv and b"--out" not in argv and b"--resume" not in argv
