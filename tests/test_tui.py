@@ -216,7 +216,9 @@ def test_run_app_builds_and_runs_the_app(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 # ---- the recipes screen -----------------------------------------------------------------------------
 @sync
-async def test_recipes_screen_search_overrides_device_and_launch(world: dict, spawned: list) -> None:
+async def test_recipes_screen_search_overrides_device_and_launch(world: dict, spawned: list,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procs, "detect_devices", lambda: procs.DEVICES)  # a machine with a GPU
     app = make_app(world["root"])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -296,10 +298,12 @@ async def test_recipes_screen_search_overrides_device_and_launch(world: dict, sp
 
 
 @sync
-async def test_recipes_columns_are_filled_at_first_paint(world: dict) -> None:
+async def test_recipes_are_listed_at_first_paint_and_read_in_a_worker(world: dict) -> None:
     app = make_app(world["root"])
-    async with app.run_test(size=SIZE):
-        table = app.screen.query_one("#recipes", DataTable)  # just mounted: no worker has run, no scan is in
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#recipes", DataTable)  # just mounted: every name is listed
+        assert [k.value for k in table.rows] == ["broken", "tiny", "tiny_sweep"]
+        await settle(pilot)  # the worker has read the files: every column filled
         rows = {k.value: [str(c) for c in table.get_row(k)] for k in table.rows}
         assert rows["tiny"][2:] == rows["tiny_sweep"][2:] == ["demo", "train", "digits", "cifar_resnet_8"]
         assert rows["broken"][2:] == ["?", "?", "?", "?"] and "widht" in app.screen.infos["broken"].error
@@ -527,8 +531,8 @@ async def test_analysis_screen_tabs_export_and_damaged_files(world: dict) -> Non
         assert tabs.active == "tab-disagreement"
         await pilot.press("p", "p")
         assert tabs.active == "tab-earlybird"
-        await pilot.press("e")  # this fixture's /earlybird has an older layout than repro.plots draws: the fallback
-        await pilot.press("n", "e")  # predict, drawn by repro.plots.PLOTS
+        await pilot.press("e", "enter")  # this fixture's /earlybird: an older layout than repro.plots draws: fallback
+        await pilot.press("n", "e", "enter")  # predict, drawn by repro.plots.PLOTS
         await settle(pilot)
         assert (runs["done"] / "figures" / "earlybird.png").stat().st_size > 1000
         assert (runs["done"] / "figures" / "predict.png").stat().st_size > 1000

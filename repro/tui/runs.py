@@ -71,7 +71,8 @@ class TailLog(RichLog):
     `raw` keeps the last lines as read."""
 
     def __init__(self, max_lines: int = 2000, **kw: Any) -> None:
-        super().__init__(wrap=True, markup=False, highlight=False, max_lines=max_lines, auto_scroll=True, **kw)
+        super().__init__(wrap=True, markup=False, highlight=False, max_lines=max_lines, auto_scroll=True, min_width=20,
+                         **kw)
         self.raw: deque[str] = deque(maxlen=max_lines)
         self._wrapped_at = 0
 
