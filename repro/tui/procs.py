@@ -96,14 +96,21 @@ def signal_run(pid: int, sig: int) -> str:
     return f"{signal.Signals(sig).name} sent to process group {pgid}"
 
 
-def detect_devices() -> tuple[str, ...]:
-    """The devices a launch can ask for here: auto and cpu, and cuda only when torch sees a GPU. Imports torch
-    (a second or two): call it off the app's thread."""
-    try:
-        import torch  # deferred: only the device probe needs it
+GPU_NODES = ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/gpus", "/dev/kfd", "/dev/dxg")
+"""Device files a GPU driver creates; without any of them torch cannot see a GPU and no probe is needed."""
 
-        has_cuda = bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001 - no usable torch: the CPU is still there
+
+def detect_devices(timeout: float = 60.0) -> tuple[str, ...]:
+    """The devices a launch can ask for here: auto and cpu, and cuda only when torch.cuda.is_available(). Asked
+    of a child process (the app itself never imports torch), and only where a GPU driver's device files exist;
+    call it off the app's thread."""
+    if not any(os.path.exists(p) for p in GPU_NODES):
+        return ("auto", "cpu")
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch; print(int(torch.cuda.is_available()))"],
+                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        has_cuda = out.returncode == 0 and out.stdout.strip().endswith("1")
+    except (OSError, subprocess.TimeoutExpired):
         has_cuda = False
     return DEVICES if has_cuda else ("auto", "cpu")
 

@@ -107,11 +107,11 @@ class RecipesScreen(Screen):
     HORIZONTAL_BREAKPOINTS = BREAKPOINTS
     BINDINGS = [
         Binding("/", "search", "Search"),
-        Binding("s", "launch(True)", "Smoke run"),
-        Binding("f", "launch(False)", "Full run"),
+        Binding("s", "launch(True)", "Smoke"),
+        Binding("f", "launch(False)", "Full"),
         Binding("o", "overrides", "--set"),
         Binding("d", "cycle_device", "Device"),
-        Binding("t", "toggle_preview", "Preview smoke/full"),
+        Binding("t", "toggle_preview", "Preview"),
         Binding("F", "toggle_faithful", "Faithful"),
         Binding("g", "reload", "Reload"),
         Binding("less_than_sign", "sort", "Sort"),
@@ -192,7 +192,7 @@ class RecipesScreen(Screen):
 
     @work(thread=True, group="devices", exit_on_error=False)
     def probe_devices(self) -> None:
-        """Offer cuda only where torch sees a GPU (torch is imported here, off the app's thread)."""
+        """Offer cuda only where torch sees a GPU (procs.detect_devices asks a child process)."""
         devices = procs.detect_devices()
         self.app.call_from_thread(setattr, self, "devices", devices)
 

@@ -106,9 +106,9 @@ class RunsScreen(Screen):
         Binding("/", "filter", "Filter"),
         Binding("a", "analysis", "Analyses"),
         Binding("x", "stop", "Stop"),
-        Binding("X", "kill", "Kill now"),
+        Binding("X", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
-        Binding("m", "maximize_log", "Log full screen"),
+        Binding("m", "maximize_log", "Max log"),
         Binding("less_than_sign", "sort", "Sort"),
     ]
 
@@ -319,7 +319,8 @@ class RunsScreen(Screen):
         t.append(f"{r.recipe}/{r.run_id}", style="bold")
         t.append("  ")
         t.append(r.state, style=STATE_STYLE.get(r.state, ""))
-        extra = [f"stage {r.stage}" if r.stage else "", f"pid {r.pid}" if r.pid and r.state == "running" else "",
+        extra = [f"stage {r.stage}" if r.stage and r.state != "done" else "",
+                 f"pid {r.pid}" if r.pid and r.state == "running" else "",
                  f"device {r.status.get('device')}" if r.status.get("device") else "", "smoke" if r.smoke else ""]
         if r.key in self.stopping:
             extra.append("stopping (SIGTERM sent)")
