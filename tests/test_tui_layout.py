@@ -190,7 +190,9 @@ async def test_every_screen_fits_80x24_and_fills_240x70(world: dict) -> None:
             if w >= 200:
                 assert pane.region.width == int(w * 0.4)
             await pilot.press("i")  # the pane on demand (instead of the table when narrow)
+            await pilot.pause()
             assert pane.display is (w < 110)
+            assert screen.focused is (pane if w < 110 else screen.query_one("#recipes", DataTable))
             await pilot.press("i", "2")
             await settle(pilot)
             runs = app.screen
@@ -234,7 +236,10 @@ async def test_the_log_wraps_and_can_be_maximised(world: dict) -> None:
         assert len(log.lines) < narrow  # wrapped again at the full width
         await pilot.press("escape")
         await pilot.pause()
-        assert screen.maximized is None
+        assert screen.maximized is None and screen.focused is screen.query_one("#runs", DataTable)
+        await pilot.press("m", "m", "1")  # m again also restores; the next key is a key, not filter text
+        assert isinstance(app.screen, RecipesScreen)
+        assert screen.query_one("#runs-filter", Input).value == ""
 
 
 # ---- 6. sorting, devices, export, sweep stop, stopped runs, active time ------------------------------------

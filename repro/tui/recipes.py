@@ -229,6 +229,12 @@ class RecipesScreen(Screen):
         """Show or hide the side pane (at narrow widths it is hidden until asked for, then shown instead of the
         table)."""
         self.toggle_class("-pane-toggled")
+        self.call_after_refresh(self._refocus)
+
+    def _refocus(self) -> None:
+        """Keys go to the table, or to the pane where it took the table's place (never to the search box)."""
+        table = self.query_one("#recipes", DataTable)
+        (table if table.display else self.query_one("#recipe-pane")).focus()
 
     def _cells(self, name: str) -> tuple:
         i = self.infos[name]

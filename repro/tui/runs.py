@@ -259,6 +259,12 @@ class RunsScreen(Screen):
             self.minimize()
         else:
             self.maximize(log, container=False)
+            log.focus()  # its scroll keys work
+
+    def watch_maximized(self, widget: object) -> None:
+        """Back from the full-screen log (m or escape): the table has the keys again, not the filter box."""
+        if widget is None and self.is_mounted:
+            self.query_one("#runs", DataTable).focus()
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
