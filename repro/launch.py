@@ -25,7 +25,7 @@ from engine.runlog import NullProgress, Progress, RunLog, now
 from engine.runner import run_recipe
 from engine.trainer import TrainingDiverged
 from repro.recipe import Resolved, load_resolved, to_toml
-from repro.rundir import RunDirError, RunLock, latest_unfinished, new_run_dir
+from repro.rundir import RunDirError, RunLock, latest_unfinished, new_run_dir, parse_time
 
 
 @dataclass
@@ -82,15 +82,28 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
         if lock.removed:
             log.log(f"removed {len(lock.removed)} temp file(s) left by an interrupted write")
         started = log._status.get("started") if continuing else None
+        segments = active_segments(log._status) if continuing else {}
         gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"
         tag = log._status.get("tag", res.tag) if continuing else res.tag
         log.status(state="running", recipe=recipe.name, tag=tag,
                    smoke=smoke or recipe.run.smoke or bool(log._status.get("smoke", False)),
                    profile="faithful" if recipe.run.faithful else "default",
-                   started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu)
+                   started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu,
+                   **segments)
         if nproc > 1 or torchrun:
             return _torchrun(run_dir, log, nproc, device, continuing, torchrun)
         return run_and_record(recipe, run_dir, log, device, continuing, dev=dev)
+
+
+def active_segments(status: dict) -> dict:
+    """For a resume: `active_s`, the seconds the run ran before (its earlier segments, from started or the last
+    resume to its last status write), and `resumed`, now; elapsed time and ETA then leave out the stopped gap."""
+    before = parse_time(status.get("resumed")) or parse_time(status.get("started"))
+    last = parse_time(status.get("updated"))
+    ran = max(0.0, last - before) if before is not None and last is not None else 0.0
+    prior = status.get("active_s") if status.get("resumed") else 0.0
+    prior = prior if isinstance(prior, (int, float)) and not isinstance(prior, bool) else 0.0
+    return {"active_s": round(prior + ran, 1), "resumed": now()}
 
 
 @contextlib.contextmanager

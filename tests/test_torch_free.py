@@ -52,7 +52,8 @@ def test_cli_runs_imports_no_torch(tmp_path: Path) -> None:
 
 
 def test_tui_recipe_and_run_lists_import_no_torch(tmp_path: Path) -> None:
-    """The app's first screens (recipes: every row's columns at first paint; runs: the scanned list)."""
+    """The app's first screens (recipes: every row's columns once read; runs: the scanned list) and its device
+    probe (a child process asks torch)."""
     write_fixture_runs(tmp_path)
     app = f"""
 import asyncio
@@ -63,8 +64,11 @@ from repro.tui.app import ReproApp
 async def go():
     app = ReproApp(Path({str(tmp_path)!r}))
     async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause()
         table = app.screen.query_one("#recipes", DataTable)
+        for _ in range(200):  # the recipes are read by a worker thread
+            await pilot.pause(0.05)
+            if table.row_count and "…" not in {{str(table.get_row_at(i)[2]) for i in range(table.row_count)}}:
+                break
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         assert rows and all("?" not in map(str, r[2:6]) and all(str(c) for c in r[2:6]) for r in rows), rows[:3]
         await pilot.press("2")

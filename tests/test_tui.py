@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_tui import T0, metrics, write_fixture_runs, write_many, write_more_analyses, write_recipes, write_run
-from textual.widgets import DataTable, Input, Log, Static, TabbedContent
+from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.worker import WorkerCancelled, WorkerFailed
 
 from repro.rundir import RunLock
@@ -25,7 +25,7 @@ from repro.tui.app import ReproApp, run_app
 from repro.tui.dialogs import ConfirmDialog, OverridesDialog, parse_overrides
 from repro.tui.recipes import RecipesScreen
 from repro.tui.rundata import JsonlReader, LogTail, RunScanner, fmt_duration, progress_bar
-from repro.tui.runs import RunsScreen
+from repro.tui.runs import RunsScreen, TailLog
 from repro.tui.widgets import HeatMap
 
 
@@ -216,7 +216,9 @@ def test_run_app_builds_and_runs_the_app(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 # ---- the recipes screen -----------------------------------------------------------------------------
 @sync
-async def test_recipes_screen_search_overrides_device_and_launch(world: dict, spawned: list) -> None:
+async def test_recipes_screen_search_overrides_device_and_launch(world: dict, spawned: list,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procs, "detect_devices", lambda: procs.DEVICES)  # a machine with a GPU
     app = make_app(world["root"])
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -296,10 +298,12 @@ async def test_recipes_screen_search_overrides_device_and_launch(world: dict, sp
 
 
 @sync
-async def test_recipes_columns_are_filled_at_first_paint(world: dict) -> None:
+async def test_recipes_are_listed_at_first_paint_and_read_in_a_worker(world: dict) -> None:
     app = make_app(world["root"])
-    async with app.run_test(size=SIZE):
-        table = app.screen.query_one("#recipes", DataTable)  # just mounted: no worker has run, no scan is in
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#recipes", DataTable)  # just mounted: every name is listed
+        assert [k.value for k in table.rows] == ["broken", "tiny", "tiny_sweep"]
+        await settle(pilot)  # the worker has read the files: every column filled
         rows = {k.value: [str(c) for c in table.get_row(k)] for k in table.rows}
         assert rows["tiny"][2:] == rows["tiny_sweep"][2:] == ["demo", "train", "digits", "cifar_resnet_8"]
         assert rows["broken"][2:] == ["?", "?", "?", "?"] and "widht" in app.screen.infos["broken"].error
@@ -345,16 +349,16 @@ async def test_runs_screen_rows_filter_resume_and_analysis_keys(world: dict, spa
         assert isinstance(screen, RunsScreen)
         rows = rows_of(screen)
         assert set(rows) == set(runs.values())
-        assert rows[runs["running"]][2:5] == ["running", "train", "4/10"]
-        assert rows[runs["running"]][7:9] == ["10:00", "15:00"]  # elapsed 10 min at 40%: 15 min to go
-        assert rows[runs["done"]][2] == "done" and rows[runs["done"]][7] == "12:34"
-        assert rows[runs["corrupt"]][2] == "unreadable" and "not valid JSON" in rows[runs["corrupt"]][9]
-        assert rows[runs["half"]][2] == "unknown" and "no status.json" in rows[runs["half"]][9]
-        assert rows[runs["old"]][2] == "unreadable" and "older version" in rows[runs["old"]][9]
+        assert rows[runs["running"]][3:6] == ["running", "train", "4/10"]
+        assert rows[runs["running"]][8:10] == ["10:00", "15:00"]  # elapsed 10 min at 40%: 15 min to go
+        assert rows[runs["done"]][3] == "done" and rows[runs["done"]][8] == "12:34"
+        assert rows[runs["corrupt"]][3] == "unreadable" and "not valid JSON" in rows[runs["corrupt"]][10]
+        assert rows[runs["half"]][3] == "unknown" and "no status.json" in rows[runs["half"]][10]
+        assert rows[runs["old"]][3] == "unreadable" and "older version" in rows[runs["old"]][10]
         # the selected run's log tail and charts
         await goto_run(pilot, runs["done"])
-        log = screen.query_one("#run-log", Log)
-        assert log.line_count == 7 and log.lines[-1] == "10:12:34 analysis predict ..."
+        log = screen.query_one("#run-log", TailLog)
+        assert len(log.raw) == 7 and log.raw[-1] == "10:12:34 analysis predict ..."
         assert screen._records and len(screen._records) == 6
         # filter
         await pilot.press("slash", *"failed")
@@ -434,7 +438,7 @@ async def test_stop_sends_sigterm_then_sigkill_to_the_process_group(tmp_path: Pa
             await pilot.press("2")
             await settle(pilot)
             screen = app.screen
-            assert [rows_of(screen)[str(p)][2] for p in (polite, stubborn, third)] == ["running"] * 3
+            assert [rows_of(screen)[str(p)][3] for p in (polite, stubborn, third)] == ["running"] * 3
             # polite: SIGTERM ends it
             await goto_run(pilot, str(polite))
             await pilot.press("x")
@@ -449,9 +453,9 @@ async def test_stop_sends_sigterm_then_sigkill_to_the_process_group(tmp_path: Pa
             await goto_run(pilot, str(third))
             await pilot.press("X")
             assert await exited(pilot, procs_["third"]) == -signal.SIGKILL
-            await wait_for(pilot, lambda: all(rows_of(screen)[str(p)][2] == "killed"
+            await wait_for(pilot, lambda: all(rows_of(screen)[str(p)][3] == "killed"
                                               for p in (polite, stubborn, third)))
-            assert "no process holds the run" in rows_of(screen)[str(third)][9]
+            assert "no process holds the run" in rows_of(screen)[str(third)][10]
     finally:
         for p in procs_.values():
             if p.poll() is None:
@@ -472,9 +476,9 @@ async def test_live_refresh_follows_a_growing_run(world: dict) -> None:
             f.write(json.dumps(dict(metrics(5)[-1])) + "\n")
         status = json.loads((run / "status.json").read_text())
         (run / "status.json").write_text(json.dumps(dict(status, epoch=5, progress=0.5)))
-        log = screen.query_one("#run-log", Log)
-        await wait_for(pilot, lambda: log.lines and log.lines[-1] == "10:05:00 train epoch 5/10 loss 0.4600")
-        await wait_for(pilot, lambda: rows_of(screen)[str(run)][4] == "5/10" and len(screen._records) == 5)
+        log = screen.query_one("#run-log", TailLog)
+        await wait_for(pilot, lambda: log.raw and log.raw[-1] == "10:05:00 train epoch 5/10 loss 0.4600")
+        await wait_for(pilot, lambda: rows_of(screen)[str(run)][5] == "5/10" and len(screen._records) == 5)
 
 
 @sync
@@ -501,7 +505,7 @@ async def test_two_thousand_runs(tmp_path: Path, capsys: pytest.CaptureFixture) 
         status = json.loads((target / "status.json").read_text())
         (target / "status.json").write_text(json.dumps(dict(status, state="failed", error="boom")))
         app.scan()
-        await wait_for(pilot, lambda: rows_of(screen)[str(target)][2] == "failed")
+        await wait_for(pilot, lambda: rows_of(screen)[str(target)][3] == "failed")
         await pilot.press("down", "down", "pagedown", "end", "home")
         assert table.row_count == 2000
     with capsys.disabled():
@@ -527,8 +531,8 @@ async def test_analysis_screen_tabs_export_and_damaged_files(world: dict) -> Non
         assert tabs.active == "tab-disagreement"
         await pilot.press("p", "p")
         assert tabs.active == "tab-earlybird"
-        await pilot.press("e")  # this fixture's /earlybird has an older layout than repro.plots draws: the fallback
-        await pilot.press("n", "e")  # predict, drawn by repro.plots.PLOTS
+        await pilot.press("e", "enter")  # this fixture's /earlybird: an older layout than repro.plots draws: fallback
+        await pilot.press("n", "e", "enter")  # predict, drawn by repro.plots.PLOTS
         await settle(pilot)
         assert (runs["done"] / "figures" / "earlybird.png").stat().st_size > 1000
         assert (runs["done"] / "figures" / "predict.png").stat().st_size > 1000

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from engine.registry import Registry
 from engine.store import groups, read_group
 from repro.tui.widgets import Chart, HeatMap, message
+from repro.tui.words import plural
 
 View = Callable[[dict[str, Any], dict[str, Any]], list[Widget]]
 VIEWS: Registry[View] = Registry("view")
@@ -84,7 +85,7 @@ def view_predict(g: dict[str, Any], all_groups: dict[str, Any]) -> list[Widget]:
     best = float(acc.max()) if acc.size else float("nan")
     summary = Text(f"ensemble {ens_acc:.2f}% vs best member {best:.2f}% ({ens_acc - best:+.2f}), "
                    f"member mean {acc.mean() if acc.size else float('nan'):.2f}%; "
-                   f"{len(acc)} members on {len(np.asarray(g.get('labels', [])))} test points")
+                   f"{plural(len(acc), 'member')} on {plural(len(np.asarray(g.get('labels', []))), 'test point')}")
 
     def draw(plt: Any) -> None:
         plt.bar([*names, "ensemble"], [*acc.tolist(), ens_acc], color="blue")
@@ -582,9 +583,8 @@ class AnalysisScreen(Screen):
         else:
             await self._update(tabs, old, data, names)
         self.groups, self.tabs = data, names
-        k = len(names)
         self.query_one("#an-title", Static).update(Text.assemble(
-            (f" {self.label}", "bold"), f"   analysis.h5: {k} group{'s' if k != 1 else ''}   ",
+            (f" {self.label}", "bold"), f"   analysis.h5: {plural(len(names), 'group')}   ",
             ("n/p next/previous tab   e export the figure", "dim")))
 
     def _pane(self, name: str, data: dict[str, Any]) -> TabPane:
@@ -629,15 +629,21 @@ class AnalysisScreen(Screen):
         if mode is None or not isinstance(self.groups.get(mode), dict):
             self.notify("nothing to export", severity="warning")
             return
-        self.notify(f"drawing /{mode} ...")
-        self.export(mode)
+        from repro.tui.dialogs import ExportDialog
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.notify(f"drawing /{mode} ...")
+                self.export(mode, path)
+
+        self.app.push_screen(ExportDialog(f"/{mode}", self.run_dir / "figures" / f"{mode}.png"), chosen)
 
     @work(thread=True, group="export", exit_on_error=False)
-    def export(self, mode: str) -> None:
+    def export(self, mode: str, out: Path | None = None) -> None:
         from repro.tui.figures import export  # deferred: it imports matplotlib, needed only once something is exported
 
         try:
-            path = export(self.run_dir, mode, self.groups[mode])
+            path = export(self.run_dir, mode, self.groups[mode], out)
         except Exception as e:  # noqa: BLE001
             self.app.call_from_thread(self.notify, f"{type(e).__name__}: {e}", title="export failed",
                                       severity="error")

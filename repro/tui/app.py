@@ -43,13 +43,13 @@ class ReproApp(App[None]):
     """Every run directory under the root, newest first; replaced after each scan."""
 
     def __init__(self, root: Path, *, refresh_interval: float | None = 1.0, clock: Callable[[], float] = time.time,
-                 stop_grace: float = 10.0, scanner: RunScanner | None = None, timings: bool = True) -> None:
+                 stop_grace: float = 10.0, scanner: RunScanner | None = None, timings: bool = False) -> None:
         super().__init__()
         self.root = Path(root)
         self.refresh_interval = refresh_interval
         self.clock = clock
         self.stop_grace = stop_grace
-        self.timings = timings  # show the refresh times in the runs screen (off for snapshots)
+        self.timings = timings  # kept for callers; the status line no longer shows refresh times (scan_ms has them)
         self.scanner = scanner or RunScanner(self.root)
         self.scan_ms = 0.0
         self.scans = 0
@@ -106,6 +106,8 @@ class ReproApp(App[None]):
                     title="repro run")
         if la.run_dir is not None:
             self.select_next = str(la.run_dir)
+        if self.current_mode != "runs":
+            self.runs_filter = ""  # a filter left from an earlier visit must not hide the new run
         self.switch_mode("runs")
         self.scan()
 

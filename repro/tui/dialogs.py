@@ -1,8 +1,10 @@
-"""Modal dialogs: confirm a launch, edit a recipe's `--set` overrides (checked before they are accepted)."""
+"""Modal dialogs: confirm a launch, edit a recipe's `--set` overrides (checked before they are accepted), choose
+an exported figure's path and format."""
 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -105,6 +107,54 @@ class OverridesDialog(ModalScreen["tuple[str, ...] | None"]):
             self.query_one("#overrides-errors", Static).update(problem)
         else:
             self.dismiss(sets)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+EXPORT_FORMATS = ("png", "svg", "pdf")
+"""The figure formats an export offers (matplotlib writes each from the file's suffix)."""
+
+
+class ExportDialog(ModalScreen["Path | None"]):
+    """Where to write an exported figure and in which format: the path's suffix is the format, ctrl+t cycles it."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+t", "cycle_format", "Format")]
+
+    def __init__(self, what: str, default: Path) -> None:
+        super().__init__()
+        self.what, self.default = what, Path(default)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"Export {self.what}", classes="dialog-title", markup=False)
+            yield Static(f"file to write; its suffix is the format ({', '.join(EXPORT_FORMATS)})",
+                         classes="dialog-body")
+            yield Input(str(self.default), id="export-path")
+            yield Static("", id="export-errors", classes="dialog-errors", markup=False)
+            yield Static("[b]enter[/b] export    [b]ctrl+t[/b] next format    [b]escape[/b] cancel",
+                         classes="dialog-keys")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def action_cycle_format(self) -> None:
+        box = self.query_one("#export-path", Input)
+        path = Path(box.value.strip() or self.default)
+        fmt = path.suffix.lstrip(".").lower()
+        nxt = EXPORT_FORMATS[(EXPORT_FORMATS.index(fmt) + 1) % len(EXPORT_FORMATS)] if fmt in EXPORT_FORMATS \
+            else EXPORT_FORMATS[0]
+        box.value = str(path.with_suffix(f".{nxt}"))
+
+    @on(Input.Submitted, "#export-path")
+    def submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        fmt = Path(text).suffix.lstrip(".").lower()
+        if not text or fmt not in EXPORT_FORMATS:
+            self.query_one("#export-errors", Static).update(
+                f"'{text}': the file name must end in .{', .'.join(EXPORT_FORMATS)}")
+            return
+        self.dismiss(Path(text).expanduser())
 
     def action_cancel(self) -> None:
         self.dismiss(None)

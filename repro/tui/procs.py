@@ -19,6 +19,7 @@ from pathlib import Path
 from repro.rundir import new_run_dir, read_lock
 
 DEVICES = ("auto", "cpu", "cuda")
+"""Every device a launch may name; the recipes screen offers those detect_devices() finds."""
 
 
 @dataclass
@@ -93,3 +94,32 @@ def signal_run(pid: int, sig: int) -> str:
         return f"{signal.Signals(sig).name} sent to pid {pid}"
     os.killpg(pgid, sig)
     return f"{signal.Signals(sig).name} sent to process group {pgid}"
+
+
+GPU_NODES = ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/gpus", "/dev/kfd", "/dev/dxg")
+"""Device files a GPU driver creates; without any of them torch cannot see a GPU and no probe is needed."""
+
+
+def detect_devices(timeout: float = 60.0) -> tuple[str, ...]:
+    """The devices a launch can ask for here: auto and cpu, and cuda only when torch.cuda.is_available(). Asked
+    of a child process (the app itself never imports torch), and only where a GPU driver's device files exist;
+    call it off the app's thread."""
+    if not any(os.path.exists(p) for p in GPU_NODES):
+        return ("auto", "cpu")
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch; print(int(torch.cuda.is_available()))"],
+                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        has_cuda = out.returncode == 0 and out.stdout.strip().endswith("1")
+    except (OSError, subprocess.TimeoutExpired):
+        has_cuda = False
+    return DEVICES if has_cuda else ("auto", "cpu")
+
+
+def runs_whole_sweep(pid: int) -> bool | None:
+    """Whether process `pid` is a `repro run` of a whole sweep (no --out: it runs the points one after another),
+    read from /proc; None when that cannot be told (no /proc, process gone)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return b"run" in argv and b"--out" not in argv and b"--resume" not in argv

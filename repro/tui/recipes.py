@@ -1,8 +1,10 @@
 """The recipes screen: every recipe in a searchable table, its paper, command line and resolved TOML beside
 it, and keys to edit `--set` overrides, pick a device and launch it (smoke or full).
 
-Every recipe is loaded when the screen mounts, so its columns are filled at first paint: repro.recipe.load
-validates a recipe's schema without importing torch."""
+The recipe names are listed at first paint; every recipe is then loaded in a worker thread (repro.recipe.load
+validates a recipe's schema without importing torch, ~10 ms a recipe), so the event loop never waits on them and
+the first keys typed reach the table. Recipes that change on disk are re-read: a cheap (mtime, size) poll of the
+recipes folder, and `g` to re-read them all."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from engine.fidelity import differences_for, toml_value
-from repro.recipe import RecipeError, load, recipe_names, to_toml
+from repro.recipe import RecipeError, load, recipe_names, recipes_dir, to_toml
 from repro.tui import procs
 from repro.tui.dialogs import ConfirmDialog, OverridesDialog
 from repro.tui.rundata import latest_by_recipe
+from repro.tui.words import plural
 
 PAPERS = {
     "freetickets": "FreeTickets: Deep Ensembling with No Overhead for either Training or Testing "
@@ -33,11 +36,13 @@ PAPERS = {
     "randompruning": "The Unreasonable Effectiveness of Random Pruning (Liu et al., ICLR 2022)",
     "modeconnectivity": "Loss Surfaces, Mode Connectivity, and Fast Ensembling of DNNs "
                         "(Garipov et al., NeurIPS 2018)",
-    "demo": "the digits demo (FreeTickets' EDST on scikit-learn's digits)",
+    "demo": "a demo on scikit-learn's digits (the line below says what it trains)",
 }
-STATE_STYLE = {"running": "bold cyan", "done": "green", "failed": "bold red", "killed": "yellow",
+STATE_STYLE = {"running": "bold cyan", "done": "green", "failed": "bold red", "killed": "yellow", "stopped": "yellow",
                "unknown": "dim", "unreadable": "red"}
 COLUMNS = ("name", "latest run", "paper", "method", "dataset", "model")
+POLL_S = 2.0  # how often the recipes folder is checked for changed files (a stat per file)
+BREAKPOINTS = [(0, "-narrow"), (110, "-normal"), (200, "-wide")]  # screen width -> class (app.tcss lays them out)
 
 
 @dataclass
@@ -55,9 +60,27 @@ class RecipeInfo:
     expect: str = ""
     differences: tuple[tuple[str, str], ...] = ()  # (id, "key = faithful value" or "not switchable")
     error: str = ""
+    loaded: bool = True  # False: a placeholder row until the loading worker has read the file
 
     def haystack(self) -> str:
         return " ".join((self.name, self.paper, self.method, self.dataset, self.model)).lower()
+
+
+def placeholder(name: str) -> RecipeInfo:
+    """The row of a recipe whose file is still being read."""
+    return RecipeInfo(name, "…", "…", "…", "…", loaded=False)
+
+
+def recipe_signature() -> dict[str, tuple[int, int]]:
+    """name -> (mtime_ns, size) of every recipe file: what the poll compares to see a file changed or appeared."""
+    out = {}
+    for path in recipes_dir().glob("*.toml"):
+        try:
+            st = path.stat()
+        except OSError:  # removed between the listing and the stat
+            continue
+        out[path.stem] = (st.st_mtime_ns, st.st_size)
+    return out
 
 
 def recipe_info(name: str) -> RecipeInfo:
@@ -80,15 +103,20 @@ def recipe_info(name: str) -> RecipeInfo:
 class RecipesScreen(Screen):
     """Recipes: search, preview, overrides, device, launch."""
 
+    AUTO_FOCUS = "#recipes"  # the table has the focus from the first key on (not the search box)
+    HORIZONTAL_BREAKPOINTS = BREAKPOINTS
     BINDINGS = [
         Binding("/", "search", "Search"),
-        Binding("s", "launch(True)", "Smoke run"),
-        Binding("f", "launch(False)", "Full run"),
+        Binding("s", "launch(True)", "Smoke"),
+        Binding("f", "launch(False)", "Full"),
         Binding("o", "overrides", "--set"),
         Binding("d", "cycle_device", "Device"),
-        Binding("t", "toggle_preview", "Preview smoke/full"),
+        Binding("t", "toggle_preview", "Preview"),
         Binding("F", "toggle_faithful", "Faithful"),
         Binding("R", "report", "Report"),
+        Binding("g", "reload", "Reload"),
+        Binding("less_than_sign", "sort", "Sort"),
+        Binding("i", "toggle_pane", "Details"),
     ]
 
     search_text = reactive("")
@@ -104,6 +132,10 @@ class RecipesScreen(Screen):
         self.overrides: dict[str, tuple[str, ...]] = {}
         self.latest: dict[str, str] = {}
         self._shown: list[str] = []
+        self._sig: dict[str, tuple[int, int]] = {}  # the recipe files as last read
+        self.devices: tuple[str, ...] = ("auto", "cpu")  # cuda joins once the probe finds a GPU
+        self.sort_col: str | None = None  # None: by name
+        self.sort_reverse = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -117,7 +149,7 @@ class RecipesScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.infos = {n: recipe_info(n) for n in recipe_names()}  # before the first paint: every column filled
+        self.infos = {n: placeholder(n) for n in recipe_names()}  # names at first paint; the rest from the worker
         table = self.query_one("#recipes", DataTable)
         for c in COLUMNS:
             table.add_column(c, key=c)
@@ -125,11 +157,85 @@ class RecipesScreen(Screen):
         table.focus()
         self._update_bar()
         self.watch(self.app, "runs", self._runs_changed)
+        self.load_recipes()
+        self.probe_devices()
+        if self.app.refresh_interval:
+            self.set_interval(max(POLL_S, self.app.refresh_interval), self.load_recipes)
+
+    # ---- reading the recipe files ----
+    @work(thread=True, exclusive=True, group="recipes", exit_on_error=False)
+    def load_recipes(self, force: bool = False) -> None:
+        """Read the recipes whose files changed (every one when `force`), off the app's thread."""
+        sig = recipe_signature()
+        known = dict(self._sig)
+        infos = {n: recipe_info(n) for n in sorted(sig) if force or sig[n] != known.get(n)}
+        if infos or set(sig) != set(known) or force:
+            self.app.call_from_thread(self._recipes_read, sig, infos, force)
+
+    def _recipes_read(self, sig: dict[str, tuple[int, int]], infos: dict[str, RecipeInfo], force: bool) -> None:
+        self._sig = sig
+        names = sorted(sig)
+        old = self.infos
+        self.infos = {n: infos.get(n) or old.get(n) or placeholder(n) for n in names}
+        if list(old) != names:
+            self._fill()
+        else:
+            for n in infos:
+                self._refresh_row(n)
+        if self.current in infos:
+            self._update_preview()
+        if force:
+            bad = sum(1 for i in self.infos.values() if i.error)
+            self.notify(f"re-read {plural(len(names), 'recipe')}" + (f"; {bad} do not load" if bad else ""))
+
+    def action_reload(self) -> None:
+        self.load_recipes(force=True)
+
+    @work(thread=True, group="devices", exit_on_error=False)
+    def probe_devices(self) -> None:
+        """Offer cuda only where torch sees a GPU (procs.detect_devices asks a child process)."""
+        devices = procs.detect_devices()
+        self.app.call_from_thread(setattr, self, "devices", devices)
 
     # ---- table ----
     def _visible(self) -> list[str]:
         terms = self.search_text.lower().split()
-        return [n for n, i in self.infos.items() if all(t in i.haystack() for t in terms)]
+        names = [n for n, i in self.infos.items() if all(t in i.haystack() for t in terms)]
+        if self.sort_col is not None:
+            col = COLUMNS.index(self.sort_col)
+            names.sort(key=lambda n: str(self._cells(n)[col]).lower(), reverse=self.sort_reverse)
+        elif self.sort_reverse:
+            names.reverse()
+        return names
+
+    @on(DataTable.HeaderSelected, "#recipes")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a column header sorts by it; a second click reverses."""
+        col = event.column_key.value
+        col = None if col == "name" else col
+        self.sort_reverse = not self.sort_reverse if col == self.sort_col else False
+        self.sort_col = col
+        self._fill()
+        self._update_bar()
+
+    def action_sort(self) -> None:
+        """Sort by the next column (name, latest run, paper, method, dataset, model, then name again)."""
+        i = COLUMNS.index(self.sort_col or "name")
+        nxt = COLUMNS[(i + 1) % len(COLUMNS)]
+        self.sort_col, self.sort_reverse = (None if nxt == "name" else nxt), False
+        self._fill()
+        self._update_bar()
+
+    def action_toggle_pane(self) -> None:
+        """Show or hide the side pane (at narrow widths it is hidden until asked for, then shown instead of the
+        table)."""
+        self.toggle_class("-pane-toggled")
+        self.call_after_refresh(self._refocus)
+
+    def _refocus(self) -> None:
+        """Keys go to the table, or to the pane where it took the table's place (never to the search box)."""
+        table = self.query_one("#recipes", DataTable)
+        (table if table.display else self.query_one("#recipe-pane")).focus()
 
     def _cells(self, name: str) -> tuple:
         i = self.infos[name]
@@ -147,7 +253,10 @@ class RecipesScreen(Screen):
             table.add_row(*self._cells(n), key=n)
         if keep in self._shown:
             table.move_cursor(row=self._shown.index(keep), animate=False)
-        elif not self._shown:
+        elif self._shown:  # the recipe under the cursor is filtered out: the cursor's row is the one acted on
+            table.move_cursor(row=0, animate=False)
+            self.current = self._shown[0]
+        else:
             self.current = None
 
     def _refresh_row(self, name: str) -> None:
@@ -204,7 +313,8 @@ class RecipesScreen(Screen):
             f" device [b]{self.device}[/b]   overrides [b]{Text(sets).markup}[/b]   "
             f"preview [b]{'smoke' if self.smoke_preview else 'full'}[/b]   "
             f"profile [b]{'faithful' if self.faithful else 'ours'}[/b]   "
-            f"root {Text(str(self.app.root)).markup}", layout=False)
+            + (f"sorted by [b]{self.sort_col}{' ▼' if self.sort_reverse else ''}[/b]   " if self.sort_col else "")
+            + f"root {Text(str(self.app.root)).markup}", layout=False)
 
     def _update_preview(self) -> None:
         if not self.is_mounted:
@@ -281,7 +391,17 @@ class RecipesScreen(Screen):
             event.stop()
 
     def action_cycle_device(self) -> None:
-        self.device = procs.DEVICES[(procs.DEVICES.index(self.device) + 1) % len(procs.DEVICES)]
+        """auto -> cpu (-> cuda where there is a GPU) -> auto."""
+        devs = self.devices
+        self.device = devs[(devs.index(self.device) + 1) % len(devs)] if self.device in devs else devs[0]
+
+    def _target(self) -> str | None:
+        """The recipe a key acts on: the one under the cursor, never one the search hides."""
+        name = self.current
+        if name is None or name not in self._shown:
+            self.notify("no recipe selected: the search matches none", severity="warning")
+            return None
+        return name
 
     def action_toggle_preview(self) -> None:
         self.smoke_preview = not self.smoke_preview
@@ -290,7 +410,7 @@ class RecipesScreen(Screen):
         self.faithful = not self.faithful
 
     def action_overrides(self) -> None:
-        name = self.current
+        name = self._target()
         if name is None:
             return
 
@@ -304,8 +424,9 @@ class RecipesScreen(Screen):
         self.app.push_screen(OverridesDialog(name, self.sets), done)
 
     def action_show_runs(self) -> None:
-        if self.current:
-            self.app.runs_filter = self.current
+        name = self._target()
+        if name is not None:
+            self.app.runs_filter = name
             self.app.switch_mode("runs")
 
     def action_report(self) -> None:
@@ -316,10 +437,13 @@ class RecipesScreen(Screen):
             self.app.push_screen(ReportScreen.for_recipe(self.current))
 
     def action_launch(self, smoke: bool) -> None:
-        name = self.current
+        name = self._target()
         if name is None:
             return
         info = self.infos[name]
+        if not info.loaded:
+            self.notify(f"{name} is still being read", severity="warning")
+            return
         if info.error:
             self.notify(info.error.splitlines()[0], title=f"{name} does not load", severity="error")
             return

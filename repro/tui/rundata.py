@@ -21,10 +21,12 @@ from engine.runlog import parse_metrics
 from repro.rundir import (
     Status,
     best_acc,
+    eval_acc,
     is_locked,
     is_run_dir,
     live_state,
     number,
+    parse_time,
     read_status,
     run_dirs,
 )
@@ -154,6 +156,7 @@ class RunRow:
     ended: float | None = None
     error: str = ""
     status: dict[str, Any] = field(default_factory=dict)
+    final: float | None = None  # the held-out accuracy of the last evaluated epoch (`best` is the maximum)
 
     @property
     def key(self) -> str:
@@ -174,10 +177,15 @@ class RunRow:
         return p if isinstance(p, int) and not isinstance(p, bool) and p > 0 else None
 
     def elapsed(self, now: float) -> float | None:
-        if self.started is None:
+        """Seconds of running: since `started`, or after a resume the earlier segments' `active_s` plus the time
+        since `resumed` (the time a run sat stopped is not counted)."""
+        resumed = parse_time(self.status.get("resumed"))
+        start = resumed if resumed is not None else self.started
+        if start is None:
             return None
         end = now if self.state == "running" else self.ended
-        return None if end is None else max(0.0, end - self.started)
+        before = number(self.status.get("active_s")) if resumed is not None else None
+        return None if end is None else max(0.0, end - start) + max(0.0, before or 0.0)
 
     def eta(self, now: float) -> float | None:
         """Remaining seconds, from the average pace so far (running runs with some progress only)."""
@@ -212,10 +220,28 @@ def progress_bar(p: float, width: int = 6) -> str:
     return "█" * full + "░" * (width - full) + f" {100 * p:3.0f}%"
 
 
+STOPPED_ERRORS = ("terminated", "interrupted", "preempted")
+"""How a run that stopped on a signal (SIGTERM from `x`, a scheduler, Ctrl-C) words its error: shown as "stopped"."""
+
+
+def shown_state(state: str, error: str) -> str:
+    """A run recorded as killed by a signal it handled reads "stopped" (resumable, not a crash); "killed" stays for
+    a run whose process vanished without a word."""
+    if state == "killed" and error.lower().startswith(STOPPED_ERRORS):
+        return "stopped"
+    return state
+
+
+def run_label(r: RunRow) -> str:
+    """The run id without its sweep tag (the tag has its own column)."""
+    return r.run_id.replace(f"-{r.tag}", "", 1) if r.tag else r.run_id
+
+
 def row_cells(r: RunRow, now: float) -> tuple[str, ...]:
-    """The text of a row's cells (recipe, run, state, stage, epoch, progress, best, elapsed, ETA, note)."""
+    """The text of a row's cells (recipe, run, tag, state, stage, epoch, progress, best, elapsed, ETA, note)."""
     epoch = f"{r.epoch}/{r.epochs}" if r.epoch is not None and r.epochs else ("" if r.epoch is None else str(r.epoch))
-    return (squeeze(r.recipe, 20), r.run_id, r.state, r.stage, epoch, progress_bar(r.progress),
+    stage = "" if r.state == "done" else r.stage  # a finished run's last stage (e.g. analysis:predict) is history
+    return (squeeze(r.recipe, 18), run_label(r), r.tag, r.state, stage, epoch, progress_bar(r.progress),
             "-" if r.best is None else f"{r.best:.2f}", fmt_duration(r.elapsed(now)), fmt_duration(r.eta(now)),
             r.error.splitlines()[0][:200] if r.error else "")
 
@@ -226,6 +252,7 @@ class _Entry:
     status: Status = field(default_factory=Status)
     metrics: JsonlReader | None = None
     best: float | None = None
+    final: float | None = None
     row: RunRow | None = None
 
 
@@ -276,14 +303,17 @@ class RunScanner:
             return ent.row
         recs = ent.metrics.read_new()  # type: ignore[union-attr]
         if ent.metrics.reset:  # type: ignore[union-attr]
-            ent.best = None
+            ent.best = ent.final = None
         ent.best = best_acc(recs, ent.best)
+        for rec in recs:
+            acc = eval_acc(rec)
+            ent.final = acc if acc is not None else ent.final
         s = ent.status
         state, error = live_state(s, s.state == "running" and self.locked(Path(path)))
         d = s.data
-        ent.row = RunRow(Path(path), recipe, run_id, state, stage=s.stage, epoch=_int(d.get("epoch")),
-                         epochs=_int(d.get("epochs")), progress=s.progress, best=ent.best, started=s.started,
-                         ended=s.ended, error=error, status=d)
+        ent.row = RunRow(Path(path), recipe, run_id, shown_state(state, error), stage=s.stage,
+                         epoch=_int(d.get("epoch")), epochs=_int(d.get("epochs")), progress=s.progress, best=ent.best,
+                         started=s.started, ended=s.ended, error=error, status=d, final=ent.final)
         return ent.row
 
 

@@ -6,26 +6,47 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
+from textual.events import Resize
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input, Log, Static
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from repro.rundir import pid_alive
 from repro.tui import procs
-from repro.tui.recipes import STATE_STYLE
+from repro.tui.dialogs import ConfirmDialog
+from repro.tui.recipes import BREAKPOINTS, STATE_STYLE
 from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, row_cells
+from repro.tui.words import plural
 
-COLUMNS = (("recipe", 20), ("run", 21), ("state", 10), ("stage", 12), ("epoch", 5), ("progress", 11),
+COLUMNS = (("recipe", 18), ("run", 21), ("tag", 10), ("state", 10), ("stage", 12), ("epoch", 5), ("progress", 11),
            ("best", 6), ("elapsed", 7), ("ETA", 6), ("note", 80))
+COL = {label: i for i, (label, _) in enumerate(COLUMNS)}
+
+
+def _num(v: float | None) -> tuple[int, float]:
+    return (1, 0.0) if v is None else (0, float(v))
+
+
+SORT_KEYS: dict[str, Callable[[RunRow, float], Any]] = {
+    "recipe": lambda r, now: r.recipe, "run": lambda r, now: r.run_id, "tag": lambda r, now: r.tag,
+    "state": lambda r, now: r.state, "stage": lambda r, now: r.stage, "epoch": lambda r, now: _num(r.epoch),
+    "progress": lambda r, now: r.progress, "best": lambda r, now: _num(r.best),
+    "elapsed": lambda r, now: _num(r.elapsed(now)), "ETA": lambda r, now: _num(r.eta(now)),
+    "note": lambda r, now: r.error,
+}
+"""Column -> the sort key of a row (numbers as numbers; a missing value sorts last)."""
 SETTLE_S = 0.12  # the cursor rests this long before the selected run's log and curves are read
 CHART_IDS = {name: "chart-" + name.replace(" ", "-") for name in CURVES}
 SERIES_COLORS = {"train_loss": "blue", "test_loss": "red", "val_loss": "orange", "train_acc": "blue",
@@ -38,23 +59,58 @@ def short_times(lines: list[str]) -> list[str]:
 
 
 def _cell(col: int, text: str) -> str | Text:
-    if col == 2:
+    if col == COL["state"]:
         return Text(text, style=STATE_STYLE.get(text, ""))
-    if col == 9 and text:
+    if col == COL["note"] and text:
         return Text(text, style="red")
     return text
+
+
+class TailLog(RichLog):
+    """The log pane: lines wrap at the pane's width and are wrapped again when it changes (maximised, resized);
+    `raw` keeps the last lines as read."""
+
+    def __init__(self, max_lines: int = 2000, **kw: Any) -> None:
+        super().__init__(wrap=True, markup=False, highlight=False, max_lines=max_lines, auto_scroll=True, min_width=20,
+                         **kw)
+        self.raw: deque[str] = deque(maxlen=max_lines)
+        self._wrapped_at = 0
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.raw.append(line)
+            self.write(Text(line))
+
+    def clear(self) -> TailLog:
+        self.raw.clear()
+        super().clear()
+        return self
+
+    def on_resize(self, event: Resize) -> None:
+        super().on_resize(event)
+        width = event.size.width
+        if width and self._wrapped_at and width != self._wrapped_at and self.raw:
+            lines = list(self.raw)
+            super().clear()
+            for line in lines:
+                self.write(Text(line))
+        self._wrapped_at = width or self._wrapped_at
 
 
 class RunsScreen(Screen):
     """Runs: the live table, the selected run's log and charts."""
 
+    AUTO_FOCUS = "#runs"
+    HORIZONTAL_BREAKPOINTS = BREAKPOINTS
     BINDINGS = [
         Binding("/", "filter", "Filter"),
         Binding("a", "analysis", "Analyses"),
         Binding("x", "stop", "Stop"),
-        Binding("X", "kill", "Kill now"),
+        Binding("X", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
         Binding("R", "report", "Report"),
+        Binding("m", "maximize_log", "Max log"),
+        Binding("less_than_sign", "sort", "Sort"),
     ]
 
     search_text = reactive("")
@@ -74,6 +130,8 @@ class RunsScreen(Screen):
         self._records: list[dict] = []
         self._settle: Timer | None = None
         self.cursor_key: str | None = None
+        self.sort_col: str | None = None  # None: newest first
+        self.sort_reverse = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,7 +139,7 @@ class RunsScreen(Screen):
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="run-detail")
         with Horizontal(id="run-bottom"):
-            yield Log(id="run-log", max_lines=2000, auto_scroll=True)
+            yield TailLog(id="run-log")
             with Grid(id="run-charts"):
                 for cid in CHART_IDS.values():
                     yield PlotextPlot(id=cid, classes="chart")
@@ -109,9 +167,16 @@ class RunsScreen(Screen):
         t0 = time.perf_counter()
         table = self.query_one("#runs", DataTable)
         now = self.app.clock()
-        terms = self.search_text.lower().split()
         self.rows = {r.key: r for r in rows}
+        new = self.rows.get(self.app.select_next or "")
+        if new is not None and not self._matches(new, self.search_text.lower().split()):
+            self._clear_filter()  # a run just launched: it must be visible to be selected
+        terms = self.search_text.lower().split()
         visible = [r for r in rows if self._matches(r, terms)]
+        if self.sort_col is not None:
+            visible.sort(key=lambda r: SORT_KEYS[self.sort_col](r, now), reverse=self.sort_reverse)
+        elif self.sort_reverse:
+            visible.reverse()
         keys = [r.key for r in visible]
         cells = {}
         for r in visible:  # a row object the scanner reused is unchanged: so are its cells, unless it runs
@@ -128,8 +193,13 @@ class RunsScreen(Screen):
                 table.move_cursor(row=keys.index(keep), animate=False)
                 if keep == self.app.select_next:
                     self.app.select_next = None
-            elif not keys:
-                self.selected = None
+                    self.cursor_key = keep
+                    self.selected = keep
+            elif keys:  # the run under the cursor is filtered out: the cursor's row is the one acted on
+                table.move_cursor(row=0, animate=False)
+                self.cursor_key = self.selected = keys[0]
+            else:
+                self.cursor_key = self.selected = None
         else:
             for k in keys:
                 old, new = self._cells.get(k), cells[k]
@@ -141,11 +211,11 @@ class RunsScreen(Screen):
         self._escalate()
         self.apply_ms = 1000 * (time.perf_counter() - t0)
         n_run = sum(1 for r in rows if r.state == "running")
-        shown = f"{len(keys)} of {len(rows)}" if terms else f"{len(rows)}"
-        timing = (f"refresh: scan {self.app.scan_ms:.0f} ms + table {self.apply_ms:.0f} ms   "
-                  if self.app.timings else "")
+        shown = f"{len(keys)} of {plural(len(rows), 'run')}" if terms else plural(len(rows), "run")
+        order = (f"sorted by {self.sort_col or 'run'}{' ▼' if self.sort_reverse else ''}   "
+                 if self.sort_col or self.sort_reverse else "")
         self.query_one("#runs-status", Static).update(
-            f" {shown} runs, {n_run} running   {timing}root {Text(str(self.app.root)).markup}", layout=False)
+            Text(f" {shown}, {n_run} running   {order}root {self.app.root}"), layout=False)
         self._update_detail_line()
         if self.selected:
             self.refresh_detail()
@@ -158,6 +228,44 @@ class RunsScreen(Screen):
     def watch_search_text(self) -> None:
         if self.is_mounted:
             self.show_runs(list(self.app.runs))
+
+    def _clear_filter(self) -> None:
+        """Empty the filter box without a second refresh (the caller is refreshing)."""
+        box = self.query_one("#runs-filter", Input)
+        with box.prevent(Input.Changed):
+            box.value = ""
+        self.set_reactive(RunsScreen.search_text, "")
+        self.notify("filter cleared to show the new run")
+
+    @on(DataTable.HeaderSelected, "#runs")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a column header sorts by it; a second click reverses."""
+        col = event.column_key.value
+        col = None if col == "run" else col
+        self.sort_reverse = not self.sort_reverse if col == self.sort_col else col is None
+        self.sort_col = col
+        self.show_runs(list(self.app.runs))
+
+    def action_sort(self) -> None:
+        """Sort by the next column (newest first, then recipe, tag, state, ...)."""
+        order = [c for c, _ in COLUMNS if c != "run"]
+        i = order.index(self.sort_col) + 1 if self.sort_col in order else 0
+        self.sort_col, self.sort_reverse = (order[i] if i < len(order) else None), False
+        self.show_runs(list(self.app.runs))
+
+    def action_maximize_log(self) -> None:
+        """The log pane over the whole screen (escape or m again: back)."""
+        log = self.query_one("#run-log", TailLog)
+        if self.maximized is log:
+            self.minimize()
+        else:
+            self.maximize(log, container=False)
+            log.focus()  # its scroll keys work
+
+    def watch_maximized(self, widget: object) -> None:
+        """Back from the full-screen log (m or escape): the table has the keys again, not the filter box."""
+        if widget is None and self.is_mounted:
+            self.query_one("#runs", DataTable).focus()
 
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -203,7 +311,7 @@ class RunsScreen(Screen):
                 launch_log = path.parent / f"{path.name}.launch.log"
                 self._tail = LogTail(log if log.exists() or not launch_log.exists() else launch_log)
                 self._metrics = JsonlReader(path / "metrics.jsonl")
-        self.query_one("#run-log", Log).clear()
+        self.query_one("#run-log", TailLog).clear()
         self._update_detail_line(key)
         if key is not None:
             self.refresh_detail(first=True)
@@ -218,10 +326,15 @@ class RunsScreen(Screen):
         t.append(f"{r.recipe}/{r.run_id}", style="bold")
         t.append("  ")
         t.append(r.state, style=STATE_STYLE.get(r.state, ""))
-        extra = [f"stage {r.stage}" if r.stage else "", f"pid {r.pid}" if r.pid and r.state == "running" else "",
+        extra = [f"stage {r.stage}" if r.stage and r.state != "done" else "",
+                 f"pid {r.pid}" if r.pid and r.state == "running" else "",
                  f"device {r.status.get('device')}" if r.status.get("device") else "", "smoke" if r.smoke else ""]
         if r.key in self.stopping:
             extra.append("stopping (SIGTERM sent)")
+        if r.best is not None:
+            extra.append(f"best acc {r.best:.2f}" + (f"  final {r.final:.2f}" if r.final is not None else ""))
+        if r.tag:
+            extra.append(f"sweep point {r.tag}")
         t.append("  " + "  ".join(e for e in extra if e), style="dim")
         if r.error:
             t.append(f"\n {r.error.splitlines()[0]}", style="red")
@@ -253,7 +366,7 @@ class RunsScreen(Screen):
         if key != self.selected:
             return
         if lines:
-            self.query_one("#run-log", Log).write_lines(short_times(lines))
+            self.query_one("#run-log", TailLog).write_lines(short_times(lines))
         if data is not None:
             for name in CURVES:
                 self._draw_chart(name, data[name])
@@ -272,10 +385,13 @@ class RunsScreen(Screen):
 
     # ---- keys ----
     def _row(self) -> RunRow | None:
-        """The run under the cursor (the keys act on it even before the detail pane caught up)."""
-        r = self.rows.get(self.cursor_key or self.selected or "")
+        """The run under the cursor (the keys act on it even before the detail pane caught up); never a run the
+        filter hides."""
+        key = self.cursor_key or self.selected or ""
+        r = self.rows.get(key) if key in self._src else None
         if r is None:
-            self.notify("no run selected", severity="warning")
+            self.notify("no run selected" + (": the filter matches none" if self.rows and not self._keys else ""),
+                        severity="warning")
         return r
 
     def action_analysis(self) -> None:
@@ -313,6 +429,24 @@ class RunsScreen(Screen):
         pid = self._pid(r)
         if pid is None:
             return
+        if r.tag and procs.runs_whole_sweep(pid) is not False:
+            self._confirm_sweep_stop(r, pid)
+            return
+        self._terminate(r, pid)
+
+    def _confirm_sweep_stop(self, r: RunRow, pid: int) -> None:
+        """A sweep point run by `repro run` of the whole sweep: SIGTERM stops that process, so every later point."""
+        body = (f"{r.run_id} is point '{r.tag}' of a sweep of {r.recipe} that one process (pid {pid}) runs point "
+                "after point: stopping it stops the whole sweep, and the points not yet started do not start.\n"
+                "r resumes this point later; launch the recipe again for the rest.")
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self._terminate(r, pid)
+
+        self.app.push_screen(ConfirmDialog("Stop the whole sweep?", body), done)
+
+    def _terminate(self, r: RunRow, pid: int) -> None:
         try:
             msg = procs.signal_run(pid, signal.SIGTERM)
         except OSError as e:
