@@ -18,19 +18,20 @@ EXTRA = {"Everywhere": [("^p", "command palette")],
 def key_label(key: str) -> str:
     """A key as the footer writes it: 'question_mark' -> '?', 'ctrl+q' -> '^q', 'escape' -> 'esc'."""
     names = {"question_mark": "?", "escape": "esc", "left_square_bracket": "[", "right_square_bracket": "]",
-             "slash": "/", "enter": "enter"}
+             "slash": "/", "enter": "enter", "less_than_sign": "<"}
     if key.startswith("ctrl+"):
         return "^" + key_label(key[5:])
     return names.get(key, key)
 
 
 def binding_rows(bindings: list[BindingType]) -> list[tuple[str, str]]:
-    """(keys, description) of each binding with a description, alternative keys joined by '/'."""
+    """(keys, description) of each binding with a description (its tooltip, the long form, where the footer's label
+    is short), alternative keys joined by '/'."""
     out = []
     for b in bindings:
         b = b if isinstance(b, Binding) else Binding(*b)
         if b.description:
-            out.append(("/".join(key_label(k.strip()) for k in b.key.split(",")), b.description))
+            out.append(("/".join(key_label(k.strip()) for k in b.key.split(",")), b.tooltip or b.description))
     return out
 
 

@@ -107,16 +107,16 @@ class RecipesScreen(Screen):
     HORIZONTAL_BREAKPOINTS = BREAKPOINTS
     BINDINGS = [
         Binding("/", "search", "Search"),
-        Binding("s", "launch(True)", "Smoke"),
-        Binding("f", "launch(False)", "Full"),
+        Binding("s", "launch(True)", "Smoke", tooltip="Smoke run"),
+        Binding("f", "launch(False)", "Full", tooltip="Full run"),
         Binding("o", "overrides", "--set"),
         Binding("d", "cycle_device", "Device"),
-        Binding("t", "toggle_preview", "Preview"),
+        Binding("t", "toggle_preview", "Preview", tooltip="Smoke/full TOML"),
         Binding("F", "toggle_faithful", "Faithful"),
         Binding("R", "report", "Report"),
-        Binding("g", "reload", "Reload"),
-        Binding("less_than_sign", "sort", "Sort"),
-        Binding("i", "toggle_pane", "Details"),
+        Binding("g", "reload", "Reload", tooltip="Reload recipes"),
+        Binding("less_than_sign", "sort", "Sort", tooltip="Sort (next column)"),
+        Binding("i", "toggle_pane", "Details", tooltip="Details pane"),
     ]
 
     search_text = reactive("")

@@ -109,8 +109,8 @@ class RunsScreen(Screen):
         Binding("X", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
         Binding("R", "report", "Report"),
-        Binding("m", "maximize_log", "Max log"),
-        Binding("less_than_sign", "sort", "Sort"),
+        Binding("m", "maximize_log", "Max log", tooltip="Log full screen"),
+        Binding("less_than_sign", "sort", "Sort", tooltip="Sort (next column)"),
     ]
 
     search_text = reactive("")
