@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from engine.registry import Registry
 from engine.store import groups, read_group
+from repro.tui.dialogs import ExportDialog
 from repro.tui.widgets import Chart, HeatMap, message
 from repro.tui.words import plural
 
@@ -629,7 +630,6 @@ class AnalysisScreen(Screen):
         if mode is None or not isinstance(self.groups.get(mode), dict):
             self.notify("nothing to export", severity="warning")
             return
-        from repro.tui.dialogs import ExportDialog
 
         def chosen(path: Path | None) -> None:
             if path is not None:

@@ -63,7 +63,7 @@ async def smoke_run(app: App, name: str) -> None:
 
 
 async def open_report(app: App, kind: str, target: str) -> None:
-    from repro.tui.report import ReportScreen
+    from repro.tui.report import ReportScreen  # deferred: the view is built only when a report is asked for
 
     await app.push_screen(ReportScreen(kind, target))
 

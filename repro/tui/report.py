@@ -69,7 +69,7 @@ class Verdict:
 
 def _why_no_rows(run_dir: Path, error: str) -> str:
     """Why report_rows skipped a run: its recipe.toml is missing or does not load."""
-    from repro.recipe import RecipeError, load_resolved
+    from repro.recipe import RecipeError, load_resolved  # deferred: worker-side (h5py, torch)
 
     toml = run_dir / "recipe.toml"
     if not toml.exists():
@@ -98,7 +98,7 @@ def runs_report(run_dirs: list[Path]) -> RunsReport:
 
 def recipe_runs(root: Path, recipe: str) -> list[Path]:
     """The run directories of one recipe under the root, newest first."""
-    from repro.rundir import is_run_dir
+    from repro.rundir import is_run_dir  # deferred: worker-side (h5py, torch)
 
     try:
         with os.scandir(root / recipe) as it:
@@ -110,7 +110,7 @@ def recipe_runs(root: Path, recipe: str) -> list[Path]:
 
 def paper_verdict(paper: str, root: Path) -> tuple[list[Any], list[Any], str]:
     """A paper's tables and free cells filled from the runs under the root, or a note why there are none."""
-    from engine.config import names
+    from engine.config import names  # deferred: read in the worker, off the app's start (h5py, torch via repro.report)
     from repro.rundir import is_run_dir, read_run, run_dirs
     from repro.tables import paper_recipes, paper_tables
 
@@ -128,7 +128,7 @@ def compute(kind: str, target: str, root: Path) -> Verdict:
         path = Path(target)
         return Verdict(f"{path.parent.name}/{path.name}", runs=runs_report([path]))
     if kind == "recipe":
-        from repro.recipe import load
+        from repro.recipe import load  # deferred: worker-side (h5py, torch)
 
         paper = load(target)[0].recipe.paper
         tables, free, note = paper_verdict(paper, root)
@@ -141,7 +141,7 @@ def compute(kind: str, target: str, root: Path) -> Verdict:
 # ---- widgets -----------------------------------------------------------------------------------------------
 def run_summary(row: dict[str, Any]) -> Text:
     """One run's line: state, smoke, training FLOPs vs dense, wall time, GPU, nonzero parameters."""
-    from repro.report import flops_cell
+    from repro.report import flops_cell  # deferred: worker-side (h5py, torch)
 
     t = Text()
     t.append(f"{row['recipe']}/{row['run_id']}", style="bold")
@@ -159,7 +159,7 @@ def run_summary(row: dict[str, Any]) -> Text:
 def rows_table(rows: list[dict[str, Any]], with_run: bool) -> DataTable:
     """The `[expect]` rows: metric, paper, ours, difference, tolerance, verdict (and the run, the FLOPs and the
     wall time when the table holds several runs)."""
-    from repro.report import flops_cell
+    from repro.report import flops_cell  # deferred: worker-side (h5py, torch)
 
     table: DataTable = DataTable(cursor_type="row", zebra_stripes=True, classes="report-table", id="report-rows")
     cols = (["run", "state"] if with_run else []) + ["metric", "paper", "ours", "difference", "tolerance",
@@ -179,7 +179,7 @@ def rows_table(rows: list[dict[str, Any]], with_run: bool) -> DataTable:
 
 def cell_widget_text(res: Any) -> Text:
     """A paper-table cell: 'ours / paper' coloured within (green), outside (red), not run (dim)."""
-    from repro.tables import cell_text
+    from repro.tables import cell_text  # deferred: worker-side (h5py, torch)
 
     if res is None:
         return Text("")
@@ -188,7 +188,7 @@ def cell_widget_text(res: Any) -> Text:
 
 def paper_widgets(tables: list[Any], free: list[Any]) -> list[Widget]:
     """Each table as the paper prints it: a title line, a DataTable of 'ours / paper' cells, the claims checked."""
-    from repro.tables import claim_counts, claim_line
+    from repro.tables import claim_counts, claim_line  # deferred: worker-side (h5py, torch)
 
     out: list[Widget] = []
     for i, t in enumerate(tables):
