@@ -172,7 +172,7 @@ def run(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool, out: st
     failed = 0
     for res in resolved:
         outcome = execute(res, root=run_root(root), out=out, resume=resume, device=device, smoke=smoke,
-                          progress=NullProgress() if quiet else RichProgress(), nproc=nproc)
+                          progress=NullProgress() if quiet else RichProgress(), nproc=nproc, sets=sets)
         _print_outcome(outcome)
         if outcome.state != "done":
             failed += 1
@@ -341,14 +341,15 @@ def report(as_json: bool, only: str | None, show_all: bool, paper: str | None, s
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    grouped = any(r.get("provenance") for r in rows)  # a recipe whose runs differ in torch version or GPU
     t = Table("recipe", "run", "state", "metric", "reproduced", "paper", "delta", "ok", "train FLOPs (x dense)",
-              "nonzero params")
+              "nonzero params", *(["provenance"] if grouped else []))
     for r in rows:
         ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
         cost = flops_cell(r)  # "0.610 (vs 250 ep)": x the FLOPs of one dense model trained that many epochs
         nz = "-" if r["params_nonzero"] is None else f"{r['params_nonzero']:,}"
         t.add_row(r["recipe"], r["run_id"], r["state"], r["metric"], _fmt(r["reproduced"]), _fmt(r["paper"]),
-                  _fmt(r["delta"], signed=True), ok, cost, nz)
+                  _fmt(r["delta"], signed=True), ok, cost, nz, *([r.get("provenance") or ""] if grouped else []))
     out_console.print(t)
     for run, error in damaged_runs(rows).items():
         click.echo(f"warning: {run}: {error}", err=True)
