@@ -38,10 +38,12 @@ def _git(args: list[str], cwd: Path) -> bytes | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def git_info(source: Path = SOURCE_DIR) -> dict[str, Any]:
-    """{commit, dirty, diff_sha256} of the checkout at `source` (dirty: `git diff HEAD` is not empty; its hash
-    then); all null when `source` is not the top of a git work tree (an installed copy) or git is unavailable."""
+def git_info(source: Path | None = None) -> dict[str, Any]:
+    """{commit, dirty, diff_sha256} of the checkout at `source` (default SOURCE_DIR; dirty: `git diff HEAD` is not
+    empty, its hash then); all null when `source` is not the top of a git work tree (an installed copy) or git is
+    unavailable."""
     none: dict[str, Any] = {"commit": None, "dirty": None, "diff_sha256": None}
+    source = SOURCE_DIR if source is None else Path(source)
     top = _git(["rev-parse", "--show-toplevel"], source)
     if top is None or Path(top.decode().strip()).resolve() != Path(source).resolve():
         return none  # e.g. site-packages inside some other repository's tree: its commit is not ours

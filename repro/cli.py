@@ -310,6 +310,27 @@ def plot(run_dir: str, mode: str, output: str) -> None:
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .tar.gz to write.")
+@click.option("--no-weights", is_flag=True, help="Leave the checkpoints (.pt) out.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def bundle(run_dirs: tuple[str, ...], output: str, no_weights: bool, force: bool) -> None:
+    """One .tar.gz of runs for someone else to check: recipe, provenance, manifest, metrics, analysis.h5, the
+    member checkpoints, figures and the report rows, under <recipe>/<run-id>/."""
+    from repro.bundle import BundleError
+    from repro.bundle import bundle as make_bundle  # deferred: h5py (the report rows)
+
+    if not output.endswith((".tar.gz", ".tgz")):
+        raise UsageProblem(f"{output}: the bundle must end in .tar.gz or .tgz")
+    try:
+        names = make_bundle([Path(d) for d in run_dirs], Path(output), weights=not no_weights, force=force)
+    except BundleError as e:
+        raise UsageProblem(str(e)) from None
+    size = Path(output).stat().st_size
+    click.echo(f"{output}: {len(run_dirs)} run(s), {len(names)} files, {size / 1e6:.1f} MB")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--recipe", "only", default=None, help="Only runs of this recipe.")
 @click.option("--all", "show_all", is_flag=True, help="Include smoke runs.")
