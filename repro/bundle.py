@@ -109,9 +109,6 @@ def _recipe_name(run_dir: Path) -> str:
 def bundle(run_dirs: list[Path], output: Path, *, weights: bool = True, force: bool = False) -> list[str]:
     """Write the runs into the .tar.gz `output` atomically; returns the archive's member names. Refuses a path that
     is not a run directory, two runs with one <recipe>/<run-id>, and an existing `output` unless `force`."""
-    from repro.report import report_rows  # deferred: h5py
-    from repro.rundir import read_run
-
     output = Path(output)
     runs: list[tuple[Path, str]] = []
     for d in run_dirs:
@@ -127,6 +124,9 @@ def bundle(run_dirs: list[Path], output: Path, *, weights: bool = True, force: b
         raise BundleError(f"{output}: already exists; use --force to replace it")
     if output.is_dir():
         raise BundleError(f"{output}: is a directory")
+    from repro.report import report_rows  # deferred (h5py, torch): refusals above answer at once
+    from repro.rundir import read_run
+
     rows = report_rows([read_run(d) for d, _ in runs])
     report = (json.dumps(rows, indent=1, default=str) + "\n").encode()
     members: list[tuple[str, Path | None]] = [(REPORT, None)]
