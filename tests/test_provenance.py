@@ -147,3 +147,14 @@ def test_the_apps_run_rows_carry_the_short_form(two_stage_run: Path, tmp_path: P
     (run / "status.json").write_text((run / "status.json").read_text() + " ")
     [row] = scanner.scan()
     assert row.provenance is None and provenance_text(row.provenance) == ""
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"sessions": 5}', '{"sessions": []}',
+                                  '{"sessions": ["x"]}', '{"sessions": [{"git": 5, "torch": null}]}'])
+def test_a_damaged_provenance_file_reads_as_none_or_unknowns(tmp_path: Path, text: str) -> None:
+    (tmp_path / "provenance.json").write_text(text)
+    short = provenance.short_form(provenance.read_provenance(tmp_path))
+    assert short in (None, {"commit": None, "torch": None, "gpu": "cpu"})
+    provenance.start_session(tmp_path, {"kind": "resume"})  # a damaged file is started afresh, never fatal
+    sessions = provenance.read_provenance(tmp_path)["sessions"]
+    assert sessions[-1] == {"kind": "resume"}
