@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.io import write_json
+from engine.runlog import now
 
 FILE = "provenance.json"
 VERSION = 1
@@ -114,9 +115,7 @@ def _torch_facts() -> dict[str, Any]:
 def collect(*, kind: str, device: str, argv: Sequence[str] | None = None, sets: Sequence[str] = (),
             faithful: bool = False, smoke: bool = False, world_size: int = 1) -> dict[str, Any]:
     """One session entry: `kind` is "start" or "resume", `device` the one the run uses (cpu, cuda)."""
-    import numpy as np
-
-    from engine.runlog import now
+    import numpy as np  # deferred: the CLI's listings read this module and start without numpy
 
     return {
         "kind": kind, "time": now(), "repro": _version("repro"), "git": git_info(),
