@@ -17,6 +17,7 @@ from engine.io import load_checkpoint
 from engine.loggers import RunContext, open_mirror
 from engine.methods import METHODS
 from engine.models import create_model
+from engine.provenance import record_stage
 from engine.runinfo import RunInfo
 from engine.runlog import RunLog
 from engine.store import set_aside_if_damaged
@@ -108,6 +109,8 @@ def _stages_and_analyses(
             flops += float(cost.get("total", 0.0))
             continue
         log.status(stage=stage.name, stage_index=index, epoch=0, epochs=stage.epochs)
+        if dist.is_main():  # provenance.json: the seeds this stage is seeded with, in this session
+            record_stage(run_dir, stage.name, RunInfo.of(recipe, index, run_dir).seeds, dist.world())
         trainer = stage_trainer(recipe, index, run_dir, data, log, device, steps_before=before, steps_total=total)
         trainer.fit(resume=resume)
         dist.barrier()  # later stages read this stage's files, written by rank 0

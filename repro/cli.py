@@ -172,7 +172,7 @@ def run(recipe: str, sets: tuple[str, ...], smoke: bool, faithful: bool, out: st
     failed = 0
     for res in resolved:
         outcome = execute(res, root=run_root(root), out=out, resume=resume, device=device, smoke=smoke,
-                          progress=NullProgress() if quiet else RichProgress(), nproc=nproc)
+                          progress=NullProgress() if quiet else RichProgress(), nproc=nproc, sets=sets)
         _print_outcome(outcome)
         if outcome.state != "done":
             failed += 1
@@ -310,6 +310,27 @@ def plot(run_dir: str, mode: str, output: str) -> None:
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .tar.gz to write.")
+@click.option("--no-weights", is_flag=True, help="Leave the checkpoints (.pt) out.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def bundle(run_dirs: tuple[str, ...], output: str, no_weights: bool, force: bool) -> None:
+    """One .tar.gz of runs for someone else to check: recipe, provenance, manifest, metrics, analysis.h5, the
+    member checkpoints, figures and the report rows, under <recipe>/<run-id>/."""
+    from repro.bundle import BundleError
+    from repro.bundle import bundle as make_bundle  # deferred: h5py (the report rows)
+
+    if not output.endswith((".tar.gz", ".tgz")):
+        raise UsageProblem(f"{output}: the bundle must end in .tar.gz or .tgz")
+    try:
+        names = make_bundle([Path(d) for d in run_dirs], Path(output), weights=not no_weights, force=force)
+    except BundleError as e:
+        raise UsageProblem(str(e)) from None
+    size = Path(output).stat().st_size
+    click.echo(f"{output}: {len(run_dirs)} run(s), {len(names)} files, {size / 1e6:.1f} MB")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--recipe", "only", default=None, help="Only runs of this recipe.")
 @click.option("--all", "show_all", is_flag=True, help="Include smoke runs.")
@@ -341,14 +362,15 @@ def report(as_json: bool, only: str | None, show_all: bool, paper: str | None, s
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
+    grouped = any(r.get("provenance") for r in rows)  # a recipe whose runs differ in torch version or GPU
     t = Table("recipe", "run", "state", "metric", "reproduced", "paper", "delta", "ok", "train FLOPs (x dense)",
-              "nonzero params")
+              "nonzero params", *(["provenance"] if grouped else []))
     for r in rows:
         ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
         cost = flops_cell(r)  # "0.610 (vs 250 ep)": x the FLOPs of one dense model trained that many epochs
         nz = "-" if r["params_nonzero"] is None else f"{r['params_nonzero']:,}"
         t.add_row(r["recipe"], r["run_id"], r["state"], r["metric"], _fmt(r["reproduced"]), _fmt(r["paper"]),
-                  _fmt(r["delta"], signed=True), ok, cost, nz)
+                  _fmt(r["delta"], signed=True), ok, cost, nz, *([r.get("provenance") or ""] if grouped else []))
     out_console.print(t)
     for run, error in damaged_runs(rows).items():
         click.echo(f"warning: {run}: {error}", err=True)

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine import dist
+from engine import dist, provenance
 from engine.config import Recipe
 from engine.device import resolve_device
 from engine.errors import Terminated
@@ -64,12 +64,13 @@ def prepare(res: Resolved, root: Path, out: str | None, resume: bool, smoke: boo
 
 def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool = False, device: str = "auto",
             smoke: bool = False, progress: Progress | None = None, nproc: int = 1,
-            torchrun: list[str] | None = None) -> Outcome:
+            torchrun: list[str] | None = None, sets: Sequence[str] = ()) -> Outcome:
     """Run one resolved recipe to the end (or to a failure, recorded in status.json); nproc > 1 runs it as
     nproc data-parallel processes through torchrun while this process holds the run directory's lock (`torchrun`:
     the multi-node flags that replace --standalone, see repro.slurm).
 
-    Bad usage (a device that is not there, an --out that is a file) is refused before anything is written."""
+    Bad usage (a device that is not there, an --out that is a file) is refused before anything is written.
+    `sets`: the --set overrides as given, recorded in provenance.json."""
     dev = resolve_device(device)
     run_dir, continuing = prepare(res, root, out, resume, smoke)
     with RunLock(run_dir) as lock, terminate_as_interrupt():
@@ -90,9 +91,22 @@ def execute(res: Resolved, *, root: Path, out: str | None = None, resume: bool =
                    profile="faithful" if recipe.run.faithful else "default",
                    started=started or now(), error=None, device=device, host_pid=os.getpid(), nproc=nproc, gpu=gpu,
                    **segments)
+        record_session(run_dir, log, continuing, dev.type, sets, recipe, smoke, nproc)
         if nproc > 1 or torchrun:
             return _torchrun(run_dir, log, nproc, device, continuing, torchrun)
         return run_and_record(recipe, run_dir, log, device, continuing, dev=dev)
+
+
+def record_session(run_dir: Path, log: RunLog, continuing: bool, device: str, sets: Sequence[str], recipe: Recipe,
+                   smoke: bool, nproc: int) -> None:
+    """Append this start or resume to provenance.json; a failure to learn the facts is a warning, never a failure."""
+    try:
+        entry = provenance.collect(kind="resume" if continuing else "start", device=device, sets=sets,
+                                   faithful=recipe.run.faithful, smoke=smoke or recipe.run.smoke, world_size=nproc)
+    except Exception as e:  # noqa: BLE001 - provenance describes the run; it must never stop it
+        log.log(f"warning: provenance not recorded ({type(e).__name__}: {e})")
+        return
+    provenance.start_session(run_dir, entry)
 
 
 def active_segments(status: dict) -> dict:

@@ -95,7 +95,8 @@ def report_markdown(rows: list[dict[str, Any]]) -> str:
         wt = r.get("wall_time")
         wt_s = "-" if wt is None else (f"{wt / 3600:.1f} h" if wt >= 3600 else f"{wt / 60:.1f} min")
         ok = "" if r["within"] is None else ("yes" if r["within"] else "no")
-        lines.append(f"| {r['recipe']} | {r['run_id']} | {r['state']} | {r['metric']} | {f(r['paper'])} | "
+        run = r["run_id"] + (f" ({r['provenance']})" if r.get("provenance") else "")  # its recipe's runs differ
+        lines.append(f"| {r['recipe']} | {run} | {r['state']} | {r['metric']} | {f(r['paper'])} | "
                      f"{f(r['reproduced'])} | {f(r['delta'], '+.2f')} | {ok} | {flops_cell(r)} "
                      f"| {wt_s} | {r.get('gpu') or '-'} | {r['source']} |")
     errors = damaged_runs(rows)
@@ -147,4 +148,26 @@ def report_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
             rows.append({**base, "metric": cell.metric, "paper": cell.paper, "reproduced": val, "delta": delta,
                          "tolerance": cell.tolerance, "within": None if delta is None else abs(delta) <= cell.tolerance,
                          "source": where + cell.source if where else cell.source})
-    return rows
+    return group_by_provenance(rows, {(i.recipe, i.run_id): i.provenance for i in runs})
+
+
+def provenance_label(short: dict[str, Any] | None) -> str:
+    """A run's torch version and GPU as one cell ("torch 2.5.1, NVIDIA H100 80GB HBM3"); "unknown" without
+    provenance.json (a run from before it was recorded)."""
+    if not short:
+        return "unknown"
+    return f"torch {short.get('torch') or '?'}, {short.get('gpu') or '?'}"
+
+
+def group_by_provenance(rows: list[dict[str, Any]], shorts: dict[tuple[str, str], dict[str, Any] | None]
+                        ) -> list[dict[str, Any]]:
+    """Fill each row's `provenance` (torch version and GPU) only where the runs of its recipe differ in them,
+    and put a recipe's rows of one provenance together (recipes keep their order); None elsewhere."""
+    labels: dict[str, set[str]] = {}
+    for r in rows:
+        labels.setdefault(r["recipe"], set()).add(provenance_label(shorts.get((r["recipe"], r["run_id"]))))
+    order = {recipe: i for i, recipe in enumerate(labels)}
+    for r in rows:
+        differ = len(labels[r["recipe"]]) > 1
+        r["provenance"] = provenance_label(shorts.get((r["recipe"], r["run_id"]))) if differ else None
+    return sorted(rows, key=lambda r: (order[r["recipe"]], r["provenance"] or ""))

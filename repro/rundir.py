@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.io import clean_temp_files
+from engine.provenance import read_provenance, short_form
 from engine.runlog import read_metrics
 
 if sys.version_info >= (3, 11):
@@ -318,6 +319,7 @@ class RunInfo:
     best: float | None
     error: str
     status: dict[str, Any]
+    provenance: dict[str, Any] | None = None  # provenance.json's short form {commit, torch, gpu}; None without one
 
     @property
     def smoke(self) -> bool:
@@ -326,7 +328,8 @@ class RunInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "recipe": self.recipe, "run_id": self.run_id, "state": self.state,
-                "stage": self.stage, "progress": self.progress, "best_acc": self.best, "error": self.error}
+                "stage": self.stage, "progress": self.progress, "best_acc": self.best, "error": self.error,
+                "provenance": self.provenance}
 
 
 def read_run(path: Path) -> RunInfo:
@@ -335,7 +338,8 @@ def read_run(path: Path) -> RunInfo:
     status = read_status(path)
     state, error = live_state(status, status.state == "running" and is_locked(path))
     return RunInfo(path=path, recipe=path.parent.name, run_id=path.name, state=state, stage=status.stage,
-                   progress=status.progress, best=best_acc(read_metrics(path)), error=error, status=status.data)
+                   progress=status.progress, best=best_acc(read_metrics(path)), error=error, status=status.data,
+                   provenance=short_form(read_provenance(path)))
 
 
 def is_run_dir(path: Path) -> bool:

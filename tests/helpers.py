@@ -32,7 +32,7 @@ def run_recipe(raw: dict[str, Any], folder: Path, out: Path, *, root: Path, name
                resume: bool = False, sets: Sequence[str] = ()) -> Outcome:
     """Write `raw` to folder/name and run it in this process on the CPU into `out`, as `repro run --out` would."""
     res = load(str(write_recipe(folder, raw, name)), sets=tuple(sets))[0]
-    return execute(res, root=root, out=str(out), resume=resume, device="cpu")
+    return execute(res, root=root, out=str(out), resume=resume, device="cpu", sets=sets)
 
 
 def cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.provenance import read_provenance, short_form
 from engine.runlog import parse_metrics
 from repro.rundir import (
     Status,
@@ -157,6 +158,7 @@ class RunRow:
     error: str = ""
     status: dict[str, Any] = field(default_factory=dict)
     final: float | None = None  # the held-out accuracy of the last evaluated epoch (`best` is the maximum)
+    provenance: dict[str, Any] | None = None  # provenance.json's short form {commit, torch, gpu}, if it has one
 
     @property
     def key(self) -> str:
@@ -253,6 +255,7 @@ class _Entry:
     metrics: JsonlReader | None = None
     best: float | None = None
     final: float | None = None
+    provenance: dict[str, Any] | None = None
     row: RunRow | None = None
 
 
@@ -297,6 +300,8 @@ class RunScanner:
         if ent.row is None or key != ent.status_key:
             ent.status_key = key
             ent.status = read_status(Path(path))
+            # provenance.json changes only at a start, a resume or a stage's start, each of which writes status.json
+            ent.provenance = short_form(read_provenance(Path(path)))
         elif ent.status.state != "running":
             # Unchanged and not running: nothing to read. (The engine rewrites status.json after every
             # metrics.jsonl append, so an unchanged status means unchanged metrics.)
@@ -313,8 +318,18 @@ class RunScanner:
         d = s.data
         ent.row = RunRow(Path(path), recipe, run_id, shown_state(state, error), stage=s.stage,
                          epoch=_int(d.get("epoch")), epochs=_int(d.get("epochs")), progress=s.progress, best=ent.best,
-                         started=s.started, ended=s.ended, error=error, status=d, final=ent.final)
+                         started=s.started, ended=s.ended, error=error, status=d, final=ent.final,
+                         provenance=ent.provenance)
         return ent.row
+
+
+def provenance_text(short: dict[str, Any] | None) -> str:
+    """The run pane's short provenance: "commit 1a2b3c4d5e-dirty  torch 2.5.1  NVIDIA H100"; "" without one."""
+    if not short:
+        return ""
+    parts = [f"commit {short['commit']}" if short.get("commit") else "",
+             f"torch {short['torch']}" if short.get("torch") else "", str(short.get("gpu") or "")]
+    return "  ".join(p for p in parts if p)
 
 
 def _int(v: Any) -> int | None:

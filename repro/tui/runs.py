@@ -27,7 +27,7 @@ from repro.rundir import pid_alive
 from repro.tui import procs
 from repro.tui.dialogs import ConfirmDialog
 from repro.tui.recipes import BREAKPOINTS, STATE_STYLE
-from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, row_cells
+from repro.tui.rundata import CURVES, JsonlReader, LogTail, RunRow, curves, provenance_text, row_cells
 from repro.tui.words import plural
 
 COLUMNS = (("recipe", 18), ("run", 21), ("tag", 10), ("state", 10), ("stage", 12), ("epoch", 5), ("progress", 11),
@@ -335,6 +335,7 @@ class RunsScreen(Screen):
             extra.append(f"best acc {r.best:.2f}" + (f"  final {r.final:.2f}" if r.final is not None else ""))
         if r.tag:
             extra.append(f"sweep point {r.tag}")
+        extra.append(provenance_text(r.provenance))
         t.append("  " + "  ".join(e for e in extra if e), style="dim")
         if r.error:
             t.append(f"\n {r.error.splitlines()[0]}", style="red")
