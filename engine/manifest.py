@@ -5,7 +5,7 @@ Layout: {"version": 1, "files": {"<path relative to the run dir>": {"sha256": he
 analysis.h5 is the key "analysis.h5#/<group>" with the hash of `group_digest` (no size). The manifest is replaced
 atomically (read, modify, temp file, rename) after the file it describes has been renamed into place, and only by
 the process that writes the run (rank 0, holding the run lock), so a kill never leaves it naming bytes that are not
-on disk. This module stays torch-free (h5py and numpy only, imported when a group is hashed)."""
+on disk. This module stays torch-free (h5py and numpy)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+import h5py
+import numpy as np
 
 from engine.io import write_json
 
@@ -35,8 +38,6 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 def _attr_bytes(value: Any) -> bytes:
     """A stable byte form of one HDF5 attribute value (its type and value)."""
-    import numpy as np
-
     if isinstance(value, bytes):
         return b"bytes:" + value
     if isinstance(value, str):
@@ -49,9 +50,6 @@ def _attr_bytes(value: Any) -> bytes:
 def group_digest(group: Any) -> str:
     """SHA-256 over an h5py group's datasets (sorted by name: name, dtype, shape, bytes) and attributes (sorted
     by name: name and value with its type), so a changed value, dtype, shape or attribute changes it."""
-    import h5py
-    import numpy as np
-
     h = hashlib.sha256()
     for name in sorted(group.keys()):
         ds = group[name]
@@ -73,8 +71,6 @@ def group_digest(group: Any) -> str:
 
 def h5_group_digests(path: Path) -> dict[str, str]:
     """{"/<group>": group_digest} of every top-level group of an HDF5 file."""
-    import h5py
-
     with h5py.File(path, "r") as f:
         return {f"/{name}": group_digest(f[name]) for name in sorted(f.keys())}
 
@@ -153,7 +149,7 @@ def written(path: Path, digest: dict[str, Any], groups: dict[str, str] | None = 
 
 def moved(src: Path, dst: Path) -> None:
     """Hook for a covered file renamed inside its run (best-pending.pt -> best.pt): its entry moves with it."""
-    from engine.dist import is_main
+    from engine.dist import is_main  # deferred: torch.distributed
 
     run_dir = run_dir_of(dst)
     if run_dir is None or not is_main():
@@ -165,7 +161,7 @@ def moved(src: Path, dst: Path) -> None:
 
 def forget(path: Path) -> None:
     """Hook for a covered file deleted by the run (a best-pending.pt dropped): its entry goes too."""
-    from engine.dist import is_main
+    from engine.dist import is_main  # deferred: torch.distributed
 
     run_dir = run_dir_of(path)
     if run_dir is None or not is_main() or not (run_dir / NAME).exists():

@@ -15,6 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from engine.analyses.mask_overlap import stored_masks, weight_mask
+from engine.io import load_checkpoint
+from engine.store import groups, read_group
+
 RTOL = 1e-5
 ATOL = 1e-7
 EPS = 1e-12  # the engine's clamp inside every logarithm (engine.analyses.ensemble.EPS)
@@ -142,7 +146,7 @@ def check_calibration(g: dict[str, Any], pred: dict[str, Any], ctx: Any) -> list
 
 
 def check_ood(g: dict[str, Any], pred: dict[str, Any] | None, ctx: Any) -> list[Check]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import average_precision_score, roc_auc_score  # deferred: sklearn is slow to import
 
     s_in, s_out = np.asarray(g["scores_in"], np.float64), np.asarray(g["scores_out"], np.float64)
     y = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
@@ -156,8 +160,6 @@ def check_ood(g: dict[str, Any], pred: dict[str, Any] | None, ctx: Any) -> list[
 
 
 def check_sparsity(g: dict[str, Any], pred: Any, ctx: Any) -> list[Check]:
-    from engine.io import load_checkpoint
-
     stage = str(g["_attrs"]["stage"])
     ck = load_checkpoint(ctx.run_dir / stage / "final.pt")
     masking = ck["method"]["masking"]
@@ -178,9 +180,6 @@ def check_sparsity(g: dict[str, Any], pred: Any, ctx: Any) -> list[Check]:
 
 
 def check_mask_overlap(g: dict[str, Any], pred: Any, ctx: Any) -> list[Check]:
-    from engine.analyses.mask_overlap import stored_masks, weight_mask
-    from engine.io import load_checkpoint
-
     attrs = g["_attrs"]
     if attrs.get("kind") != "weight":
         raise NotImplementedError("Early-Bird channel masks are not recomputed")
@@ -208,8 +207,6 @@ NEEDS_PREDICT = {"predict", "disagreement", "kd", "calibration"}
 
 def recompute(run_dir: Path, ctx: Any) -> tuple[list[Check], list[str]]:
     """Every check of every group in the run's analysis.h5, and a line for each group not recomputed (why)."""
-    from engine.store import groups, read_group
-
     h5 = Path(run_dir) / "analysis.h5"
     present = groups(h5)
     pred = None

@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from engine import manifest
+from engine.analyses import AnalysisContext
+from engine.device import resolve_device
+from engine.evaluate import predict_probs
+from engine.store import groups, read_group
+from repro.recipe import load_resolved
 from repro.recompute import Check, compare, recompute
 
 DEEP_TOL_FP32 = 1e-4
 """--deep: largest |stored - recomputed| of a member probability for a run trained on the CPU (fp32)."""
 DEEP_TOL_GPU = 2e-2
-"""--deep: the same for a run on a GPU, whose bf16 autocast (or TF32 convolutions) moves probabilities by up to ~1e-2."""
+"""--deep: the same for a run on a GPU, whose bf16 autocast (or TF32 convolutions) moves probabilities by ~1e-2."""
 NO_MANIFEST = "no manifest.json (written by an older version): content not checked"
 
 
@@ -51,10 +58,6 @@ class Result:
 
 def context(run_dir: Path, device: str = "cpu") -> Any:
     """The engine's view of the run (its resolved recipe, members and data), on `device`."""
-    from engine.analyses import AnalysisContext
-    from engine.device import resolve_device
-    from repro.recipe import load_resolved
-
     return AnalysisContext(recipe=load_resolved(run_dir / "recipe.toml"), run_dir=run_dir,
                            device=resolve_device(device))
 
@@ -70,9 +73,6 @@ def ran_on_gpu(run_dir: Path) -> bool:
 
 def deep_checks(ctx: Any, tol: float) -> list[Check]:
     """Each member checkpoint reloaded and run over the evaluation split again, against /predict's member_probs."""
-    from engine.evaluate import predict_probs
-    from engine.store import read_group
-
     g = read_group(ctx.h5, "predict")
     stored = np.asarray(g["member_probs"])
     names = list(g["member_names"])
@@ -83,7 +83,7 @@ def deep_checks(ctx: Any, tol: float) -> list[Check]:
             out.append(Check("deep", f"{m['name']}: not in /predict", float("nan"), float("nan"), float("inf"), False))
             continue
         probs = predict_probs(ctx.load_member(m), loader, ctx.amp).numpy()
-        out.append(compare("deep", f"{m['name']} ({m['path']}) member_probs", stored[names.index(m["name"])], probs,
+        out.append(compare("deep", f"{m['name']} ({m['path']}) probs", stored[names.index(m["name"])], probs,
                            rtol=0.0, atol=tol))
     return out
 
@@ -104,8 +104,6 @@ def verify(run_dir: Path, deep: bool = False, device: str = "cpu") -> Result:
     else:
         res.skipped = ["analysis.h5: none in this run directory (nothing to recompute)"]
     if deep:
-        from engine.store import groups
-
         if "predict" not in groups(ctx.h5):
             res.deep = [Check("deep", "no /predict to compare with", float("nan"), float("nan"), float("inf"), False)]
         else:
@@ -120,9 +118,6 @@ def _num(v: float) -> str:
 
 def render(res: Result, echo: Any) -> None:
     """The human-readable report: manifest lines first (first mismatch first), then the table, then the verdict."""
-    from rich.console import Console
-    from rich.table import Table
-
     if res.manifest_note:
         echo(res.manifest_note)
     elif res.manifest:
