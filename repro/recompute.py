@@ -24,6 +24,10 @@ ATOL = 1e-7
 EPS = 1e-12  # the engine's clamp inside every logarithm (engine.analyses.ensemble.EPS)
 
 
+class Skip(Exception):
+    """A group that cannot be recomputed from this copy of the run (what it needs is not here); the reason."""
+
+
 @dataclass
 class Check:
     """One recomputed quantity: its largest difference from the stored one and where it is."""
@@ -161,6 +165,8 @@ def check_ood(g: dict[str, Any], pred: dict[str, Any] | None, ctx: Any) -> list[
 
 def check_sparsity(g: dict[str, Any], pred: Any, ctx: Any) -> list[Check]:
     stage = str(g["_attrs"]["stage"])
+    if not (ctx.run_dir / stage / "final.pt").is_file():
+        raise Skip(f"no {stage}/final.pt in this copy: bundled without weights?")
     ck = load_checkpoint(ctx.run_dir / stage / "final.pt")
     masking = ck["method"]["masking"]
     names = list(g["layer_names"])
@@ -182,9 +188,13 @@ def check_sparsity(g: dict[str, Any], pred: Any, ctx: Any) -> list[Check]:
 def check_mask_overlap(g: dict[str, Any], pred: Any, ctx: Any) -> list[Check]:
     attrs = g["_attrs"]
     if attrs.get("kind") != "weight":
-        raise NotImplementedError("Early-Bird channel masks are not recomputed")
+        raise Skip("Early-Bird channel masks are not recomputed")
+    members = ctx.members()
+    absent = [m["path"] for m in members if not (ctx.run_dir / m["path"]).is_file()]
+    if absent:
+        raise Skip(f"no {absent[0]} in this copy: bundled without weights?")
     masks = []
-    for m in ctx.members():
+    for m in members:
         ck = load_checkpoint(ctx.run_dir / m["path"])
         mask = stored_masks(ck) if attrs.get("source") == "masks" else weight_mask(ck)
         if mask is None:
@@ -225,7 +235,7 @@ def recompute(run_dir: Path, ctx: Any) -> tuple[list[Check], list[str]]:
             continue
         try:
             checks += fn(read_group(h5, name), pred, ctx)
-        except NotImplementedError as e:
+        except Skip as e:
             skipped.append(f"{name}: not recomputed ({e})")
         except (OSError, RuntimeError, KeyError, ValueError) as e:  # CheckpointError is a RuntimeError
             checks.append(Check(name, f"cannot recompute: {' '.join(str(e).split())}", float("nan"), float("nan"),

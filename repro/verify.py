@@ -35,6 +35,8 @@ class Result:
     run_dir: str
     manifest: list[str] = field(default_factory=list)
     manifest_note: str = ""
+    notes: list[str] = field(default_factory=list)
+    weights_absent: bool = False
     checks: list[Check] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     deep: list[Check] = field(default_factory=list)
@@ -51,7 +53,7 @@ class Result:
                 c[k] = c[k] if np.isfinite(c[k]) else None
         n = len(self.checks)
         return {"run_dir": self.run_dir, "ok": self.ok, "manifest": {"checked": not self.manifest_note,
-                "note": self.manifest_note or None, "mismatches": self.manifest},
+                "note": self.manifest_note or None, "mismatches": self.manifest, "notes": self.notes},
                 "checks": clean[:n], "not_recomputed": self.skipped, "deep": clean[n:] if self.deep else None,
                 "deep_tolerance": self.deep_tolerance, "tolerance": {"relative": 1e-5, "absolute": 1e-7}}
 
@@ -71,6 +73,24 @@ def ran_on_gpu(run_dir: Path) -> bool:
     return str(status.get("gpu", "none")) != "none" or str(status.get("device", "")) == "cuda"
 
 
+def without_weights(run_dir: Path, problems: list[str]) -> list[str]:
+    """The manifest's "missing" lines of checkpoints when every checkpoint it lists is missing (a copy bundled with
+    --no-weights): then they are a note, not a failure. A copy missing only some checkpoints fails."""
+    data = manifest.read(run_dir) or {"files": {}}
+    listed = [k for k in data["files"] if k.endswith(".pt")]
+    missing = [f"{k}: missing" for k in listed]
+    return missing if listed and all(line in problems for line in missing) else []
+
+
+def uncovered(run_dir: Path) -> list[str]:
+    """Checkpoints, analysis.h5 and metrics.jsonl present in the run directory that manifest.json does not list
+    (written before manifests existed, e.g. an older run later re-analysed): a note each."""
+    listed = set((manifest.read(run_dir) or {"files": {}})["files"])
+    present = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob("*/*.pt") if p.is_file())
+    present += [n for n in (manifest.H5, "metrics.jsonl") if (run_dir / n).is_file()]
+    return [f"{rel}: not in manifest.json (its content is not checked)" for rel in present if rel not in listed]
+
+
 def deep_checks(ctx: Any, tol: float) -> list[Check]:
     """Each member checkpoint reloaded and run over the evaluation split again, against /predict's member_probs."""
     g = read_group(ctx.h5, "predict")
@@ -79,6 +99,10 @@ def deep_checks(ctx: Any, tol: float) -> list[Check]:
     out = []
     loader = ctx.eval_loader()
     for m in ctx.members():
+        if not (ctx.run_dir / m["path"]).is_file():
+            out.append(Check("deep", f"{m['path']}: not in this copy", float("nan"), float("nan"), float("inf"),
+                             False))
+            continue
         if m["name"] not in names:
             out.append(Check("deep", f"{m['name']}: not in /predict", float("nan"), float("nan"), float("inf"), False))
             continue
@@ -94,10 +118,17 @@ def verify(run_dir: Path, deep: bool = False, device: str = "cpu") -> Result:
     res = Result(str(run_dir))
     try:
         res.manifest = manifest.verify_manifest(run_dir)
+        res.notes = uncovered(run_dir)
     except FileNotFoundError:
         res.manifest_note = NO_MANIFEST
     except ValueError as e:
         res.manifest = [str(e)]
+    weightless = without_weights(run_dir, res.manifest)
+    if weightless:
+        res.manifest = [line for line in res.manifest if line not in weightless]
+        res.weights_absent = True
+        res.notes.insert(0, f"no checkpoint of manifest.json is in this copy (bundled with --no-weights?): "
+                            f"{len(weightless)} not checked")
     ctx = context(run_dir, device)
     if (run_dir / "analysis.h5").exists():
         res.checks, res.skipped = recompute(run_dir, ctx)
@@ -125,7 +156,9 @@ def render(res: Result, echo: Any) -> None:
         for line in res.manifest:
             echo(line)
     else:
-        echo("manifest.json: every file matches")
+        echo("manifest.json: every file " + ("in this copy " if res.weights_absent else "") + "matches")
+    for line in res.notes:
+        echo(line)
     rows = [*res.checks, *res.deep]
     if rows:
         t = Table(title="stored vs recomputed (ok: |diff| <= 1e-5 x |value| + 1e-7"

@@ -120,6 +120,20 @@ def test_missing_file_and_older_run(run: Path) -> None:
     assert lines[0] == "no manifest.json (written by an older version): content not checked"
 
 
+def test_copy_without_weights_verifies_what_it_holds(run: Path) -> None:
+    for ck in run.glob("*/*.pt"):  # as `repro bundle --no-weights` leaves it
+        ck.unlink()
+    code, lines = verify(str(run))
+    assert code == 0, "\n".join(lines)
+    assert lines[:2] == ["manifest.json: every file in this copy matches",
+                         "no checkpoint of manifest.json is in this copy (bundled with --no-weights?): 6 not checked"]
+    assert "sparsity: not recomputed (no edst/final.pt in this copy: bundled without weights?)" in lines
+    assert "mask_overlap: not recomputed (no edst/ticket-1.pt in this copy: bundled without weights?)" in lines
+    code, lines = verify(str(run), "--deep")
+    assert code == 1
+    assert "deep edst/ticket-1.pt: not in this copy: stored nan, recomputed nan" in lines
+
+
 def test_json_and_not_a_run_directory(run: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["verify", str(run), "--json"])
     out = json.loads(res.output)
