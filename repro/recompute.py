@@ -54,8 +54,9 @@ def compare(analysis: str, quantity: str, stored: Any, recomputed: Any, rtol: fl
     d = np.where(both_nan, 0.0, np.abs(s - r))
     d = np.where(np.isnan(d), np.inf, d)
     bad = d > rtol * np.maximum(np.abs(np.nan_to_num(s)), np.abs(np.nan_to_num(r))) + atol
-    # the entry shown: the first one out of tolerance, else the largest difference
-    i = int(np.argmax(bad.ravel())) if bad.any() else int(np.argmax(d.ravel()))
+    # the entry shown: the first one out of tolerance, else the largest difference, else the largest value
+    i = int(np.argmax(bad.ravel())) if bad.any() else int(np.argmax(d.ravel())) if d.max() > 0 else \
+        int(np.argmax(np.abs(np.nan_to_num(s)).ravel()))
     name = quantity if s.ndim == 0 else f"{quantity}[{', '.join(str(int(k)) for k in np.unravel_index(i, s.shape))}]"
     return Check(analysis, name, float(s.ravel()[i]), float(r.ravel()[i]), float(d.max()), not bool(bad.any()))
 
