@@ -118,7 +118,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     into the run's manifest.json (engine.manifest)."""
     import torch  # imported here so that the CLI and the TUI start without loading torch
 
-    from engine import manifest
+    from engine import manifest  # deferred: engine.manifest imports this module
 
     digest: dict[str, Any] = {}
 

@@ -294,8 +294,8 @@ def analyze(run_dir: str, mode: str, device: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def verify(run_dir: str, deep: bool, device: str, as_json: bool) -> None:
     """Check a run directory against its manifest.json and recompute its analyses (exit 1 when anything differs)."""
-    from repro.verify import render
-    from repro.verify import verify as check_run  # deferred: torch, h5py
+    from repro.verify import render  # deferred: torch, h5py
+    from repro.verify import verify as check_run
 
     path = _run_dir(run_dir)
     res = check_run(path, deep=deep, device=device)
