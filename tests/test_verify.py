@@ -16,11 +16,13 @@ import torch
 from click.testing import CliRunner
 
 from engine import manifest
+from engine.analyses.calibration import reliability
 from engine.io import save_checkpoint
 from engine.store import read_group, write_group
 from repro.cli import cli
 from repro.launch import execute
 from repro.recipe import load
+from repro.recompute import _ece
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,3 +195,16 @@ def test_checkpoint_writes_record_their_bytes_only_inside_a_run(tmp_path: Path) 
     assert manifest.read(run)["files"] == {}
     save_checkpoint(tmp_path / "loose" / "x.pt", {"w": torch.arange(3)})  # no recipe.toml above: no manifest
     assert not (tmp_path / "loose" / "manifest.json").exists() and not (tmp_path / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("binning", ["equal", "original"])
+def test_recomputed_ece_agrees_with_the_engine_in_both_binnings(binning: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(3 * torch.randn(500, 10, generator=g), 1)
+    p[:5] = torch.eye(10)[:5]  # confidences of exactly 1: the last bin's edge
+    y = torch.randint(0, 10, (500,), generator=g)
+    eng = reliability(p, y, 15, binning)  # type: ignore[arg-type]
+    shown = len(eng["count"])  # what /calibration stores as n_bins: 15, or 14 for the original's edges
+    ece, counts = _ece(p.numpy(), y.numpy(), shown, binning)
+    assert ece == pytest.approx(eng["ece"], rel=1e-12) and eng["ece"] > 0.01
+    assert counts.tolist() == eng["count"].tolist()
