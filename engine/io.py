@@ -114,10 +114,21 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through a temp file, so a kill mid-write never leaves a torn checkpoint."""
+    """torch.save through a temp file, so a kill mid-write never leaves a torn checkpoint; its SHA-256 then goes
+    into the run's manifest.json (engine.manifest)."""
     import torch  # imported here so that the CLI and the TUI start without loading torch
 
-    atomic_write(path, lambda p: torch.save(state, p))
+    from engine import manifest  # deferred: engine.manifest imports this module
+
+    digest: dict[str, Any] = {}
+
+    def write(p: Path) -> None:
+        torch.save(state, p)
+        digest.update(manifest.file_digest(p))  # the bytes written, recorded once renamed into place
+
+    atomic_write(path, write)
+    if digest:
+        manifest.written(path, digest)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from engine import dist
+from engine import dist, manifest
 from engine.analyses import ANALYSES, PREFLIGHT, AnalysisContext
 from engine.config import Recipe
 from engine.data import Dataset, recipe_data
@@ -85,6 +85,14 @@ def run_recipe(
         if log.mirror is not None:
             log.mirror.close(state)
             log.mirror = None
+        record_metrics(run_dir, log)
+
+
+def record_metrics(run_dir: Path, log: RunLog) -> None:
+    """metrics.jsonl's SHA-256 into manifest.json (it is appended continuously: recorded when a stage ends and when
+    the run ends, however it ends)."""
+    if log.enabled and dist.is_main() and (run_dir / "metrics.jsonl").is_file():
+        manifest.record(run_dir, "metrics.jsonl")
 
 
 def _stages_and_analyses(
@@ -113,6 +121,7 @@ def _stages_and_analyses(
             record_stage(run_dir, stage.name, RunInfo.of(recipe, index, run_dir).seeds, dist.world())
         trainer = stage_trainer(recipe, index, run_dir, data, log, device, steps_before=before, steps_total=total)
         trainer.fit(resume=resume)
+        record_metrics(run_dir, log)
         dist.barrier()  # later stages read this stage's files, written by rank 0
         before += steps[index]
         summary.update({f"{stage.name}.{data.eval_name}_{k}": v for k, v in trainer.last_eval.items()})

@@ -13,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from engine import manifest
 from engine.io import atomic_write
 
 VERSION = "1"
@@ -107,7 +108,8 @@ def write_group(path: Path, group: str, data: dict[str, Any], attrs: dict[str, A
 
     Every group carries attributes recipe, run_id, created, version (from `meta`) plus `attrs`.
     The file is copied to a temp file, modified there and renamed over the original, so a reader
-    never sees a half-written file and a kill never corrupts it.
+    never sees a half-written file and a kill never corrupts it. The file's and its groups' SHA-256 then go into
+    the run's manifest.json.
     """
     path = Path(path)
     why = why_damaged(path) if path.exists() else None
@@ -131,8 +133,14 @@ def write_group(path: Path, group: str, data: dict[str, Any], attrs: dict[str, A
             base.update(attrs or {})
             for k, v in base.items():
                 g.attrs[k] = v
+        digest.update(manifest.file_digest(tmp))  # the bytes and groups written, recorded once renamed
+        hashes.update(manifest.h5_group_digests(tmp))
 
+    digest: dict[str, Any] = {}
+    hashes: dict[str, str] = {}
     atomic_write(path, write)
+    if digest:
+        manifest.written(path, digest, hashes)
 
 
 def read_group(path: Path, group: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from engine import dist
+from engine import dist, manifest
 from engine.config import StageConfig
 from engine.data import Dataset, make_loader, make_loaders
 from engine.device import amp_dtype, autocast
@@ -230,8 +230,10 @@ class Trainer:
             pending_epoch = int(load_checkpoint(pending).get("epoch", -1))
         if pending_epoch == self.best_epoch and pending_epoch <= self.epoch:
             os.replace(pending, self.stage_dir / "best.pt")
+            manifest.moved(pending, self.stage_dir / "best.pt")
         else:
             pending.unlink()
+            manifest.forget(pending)
 
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One pass over the training data; returns device-side loss and hit sums and the sample count."""

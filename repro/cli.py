@@ -289,6 +289,26 @@ def analyze(run_dir: str, mode: str, device: str) -> None:
 
 @cli.command()
 @click.argument("run_dir")
+@click.option("--deep", is_flag=True, help="Also reload each member checkpoint and recompute its predictions.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", help="For --deep.")
+@click.option("--json", "as_json", is_flag=True)
+def verify(run_dir: str, deep: bool, device: str, as_json: bool) -> None:
+    """Check a run directory against its manifest.json and recompute its analyses (exit 1 when anything differs)."""
+    from repro.verify import render  # deferred: torch, h5py
+    from repro.verify import verify as check_run
+
+    path = _run_dir(run_dir)
+    res = check_run(path, deep=deep, device=device)
+    if as_json:
+        click.echo(json.dumps(res.to_json(), indent=1))
+    else:
+        render(res, click.echo)
+    if not res.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_dir")
 @click.option("--mode", required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 def plot(run_dir: str, mode: str, output: str) -> None:
