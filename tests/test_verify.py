@@ -208,3 +208,22 @@ def test_recomputed_ece_agrees_with_the_engine_in_both_binnings(binning: str) ->
     ece, counts = _ece(p.numpy(), y.numpy(), shown, binning)
     assert ece == pytest.approx(eng["ece"], rel=1e-12) and eng["ece"] > 0.01
     assert counts.tolist() == eng["count"].tolist()
+
+
+@pytest.mark.parametrize("weights", [True, False])
+def test_a_bundle_unpacked_elsewhere_verifies(smoke_run: Path, tmp_path: Path, weights: bool) -> None:
+    """The issue's round trip: `repro bundle` the demo run, unpack it with no run root, `repro verify` it (and with
+    the weights, --deep reproduces the members' predictions from the bundled checkpoints)."""
+    import tarfile
+
+    out = tmp_path / "run.tar.gz"
+    res = CliRunner().invoke(cli, ["bundle", str(smoke_run), "-o", str(out)] + ([] if weights else ["--no-weights"]))
+    assert res.exit_code == 0, res.output
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    unpacked = tmp_path / "unpacked" / "demo_digits" / "smoke"
+    code, lines = verify(str(unpacked), *(["--deep"] if weights else []))
+    assert code == 0, "\n".join(lines)
+    ens = table_row(lines, "predict", "ensemble_acc")
+    assert float(ens[2]) == pytest.approx(float(read_group(smoke_run / "analysis.h5", "predict")["ensemble_acc"]),
+                                          abs=1e-3)
