@@ -535,7 +535,8 @@ def plan(recipes: tuple[str, ...], jobs: int, root: str | None, as_json: bool) -
         return
     out_console.print(plan_table(result))
     total = result["total_gpu_hours"]
-    line = f"total {total:,.1f} GPU-hours for {len(result['runs'])} runs; wall time with --jobs {jobs}: " \
+    n = len(result["runs"])
+    line = f"total {total:,.1f} GPU-hours for {n} run{'' if n == 1 else 's'}; wall time with --jobs {jobs}: " \
            f"{result['wall_hours']:,.1f} h"
     if root is not None:
         line += f" (for the {result['remaining_runs']} runs not finished under {root}: " \
