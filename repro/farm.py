@@ -91,7 +91,7 @@ def done_already(root: Path, item: Item, since: float | None = None) -> Path | N
 
 
 def run_item(item: Item, root: Path, *, device: str = "auto", nproc: int = 1, progress: Progress | None = None,
-             owner: str | None = None, execute_kw: dict | None = None, since: float | None = None) -> Result:
+             owner: str | None = None, since: float | None = None) -> Result:
     """Skip, claim, then start or resume one run; a failure is a Result, never an exception (only an interrupt
     propagates, after the run recorded itself as killed and the claim was released)."""
     from repro.launch import execute  # deferred: torch
@@ -110,7 +110,7 @@ def run_item(item: Item, root: Path, *, device: str = "auto", nproc: int = 1, pr
         unfinished = latest_unfinished(root, item.name, item.tag, smoke=item.smoke)
         outcome = execute(resolve(item), root=root, out=str(unfinished) if unfinished else None,
                           resume=unfinished is not None, device=device, smoke=item.smoke,
-                          progress=progress or NullProgress(), nproc=nproc, **(execute_kw or {}))
+                          progress=progress or NullProgress(), nproc=nproc)
         return Result(item, outcome.state, str(outcome.run_dir), outcome.error, time.monotonic() - t0,
                       {"took_over": str(claim.took_over)} if claim.took_over else {})
     except Exception as e:  # noqa: BLE001 - one run's failure (a bad data path, a damaged run directory) is its own

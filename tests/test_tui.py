@@ -55,9 +55,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     lock.release()
 
 
-@pytest.fixture
-def spawned(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Launches are recorded instead of started."""
+def record_launches(monkeypatch: pytest.MonkeyPatch) -> list:
+    """procs.spawn records its launches in the returned list instead of starting them."""
     calls: list = []
 
     class Fake:
@@ -72,6 +71,12 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> list:
 
     monkeypatch.setattr(procs, "spawn", fake_spawn)
     return calls
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Launches are recorded instead of started."""
+    return record_launches(monkeypatch)
 
 
 def make_app(root: Path, **kw) -> ReproApp:  # noqa: ANN003

@@ -14,7 +14,7 @@ import pytest
 import test_tui
 from digits_recipes import write_recipe
 from fixtures_tui import BROKEN, T0, TINY, iso, metrics, write_run
-from test_tui import SIZE, make_app, rows_of, settle, sync, text, wait_for
+from test_tui import SIZE, make_app, record_launches, rows_of, settle, sync, text, wait_for
 from textual.widgets import DataTable, Footer, Input, Static
 
 from repro.tui import procs
@@ -35,19 +35,7 @@ world = test_tui.world  # the fixture recipes and runs
 @pytest.fixture
 def spawned(monkeypatch: pytest.MonkeyPatch) -> list:
     """Launches and signals are recorded instead of done; the machine has no GPU."""
-    calls: list = []
-
-    class Fake:
-        pid = 4242
-
-        def poll(self) -> int:
-            return 0
-
-    def fake_spawn(argv, log, root):  # noqa: ANN001, ANN202
-        calls.append({"argv": list(argv), "log": Path(log)})
-        return Fake()
-
-    monkeypatch.setattr(procs, "spawn", fake_spawn)
+    calls = record_launches(monkeypatch)
     monkeypatch.setattr(procs, "signal_run", lambda pid, sig: calls.append({"signal": (pid, sig)}) or "sent")
     monkeypatch.setattr(procs, "detect_devices", lambda: ("auto", "cpu"))
     return calls
