@@ -64,6 +64,22 @@ def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     return t
 
 
+def broadcast_many_(tensors: list[torch.Tensor], src: int = 0) -> list[torch.Tensor]:
+    """`broadcast_` for a list in one collective: flattened into one buffer per dtype, sent once, copied back."""
+    if not active() or not tensors:
+        return tensors
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for dtype, group in by_dtype.items():
+        wire = torch.uint8 if dtype == torch.bool else dtype
+        flat = torch.cat([t.reshape(-1).to(wire) for t in group])
+        dist.broadcast(flat, src)
+        for t, part in zip(group, flat.split([t.numel() for t in group])):
+            t.copy_(part.view(t.shape).to(dtype))
+    return tensors
+
+
 @torch.no_grad()
 def check_identical(module: torch.nn.Module, what: str) -> None:
     """Raise if the ranks' copies of `module` differ (one checksum per rank, compared on every rank)."""

@@ -34,7 +34,8 @@ def bare_dst(model: nn.Module, opt: torch.optim.Optimizer, weights: list[torch.T
     stage = StageConfig(name="s", method="dst", epochs=1,
                         sparse=SparseConfig(init="uniform", density=0.5, update_frequency=10_000, **sparse))
     info = SimpleNamespace(seeds=stage_seeds(0, None, 0))
-    trainer = SimpleNamespace(optimizer=opt, model=model, step=0, epoch=0, train_loader=None,
+    # a one-batch epoch: every step ends an epoch, so the step keeps its raw gradient for gradient growth
+    trainer = SimpleNamespace(optimizer=opt, model=model, step=0, epoch=0, train_loader=range(1),
                               data=SimpleNamespace(num_classes=2))
     method = DST(trainer, stage, info)  # type: ignore[arg-type]
     method.setup()

@@ -13,7 +13,7 @@ import torch
 
 from engine.methods.base import register_method
 from engine.methods.sparse_base import SparseMethod
-from engine.sparse.topology import gradual_density
+from engine.sparse.topology import gradual_density, topk_rows
 
 
 @register_method("granet")
@@ -46,19 +46,15 @@ class GraNet(SparseMethod):
 
     @torch.no_grad()
     def prune_to(self, density: float) -> None:
-        """Global magnitude pruning: keep the int(N·density) largest active |w| over all masked layers."""
+        """Global magnitude pruning: keep the int(N·density) largest active |w| over all masked layers (one top-k
+        over the model; the active count comes from the host's record, the new per-layer counts are read once)."""
         names, params, masks = self.masking.names, self.masking.params, self.masking.masks
-        sizes = [m.numel() for m in masks.values()]
+        active, sizes = self.masking.counts()
         keep = int(sum(sizes) * density)
+        if keep >= sum(active):
+            return
         score = torch.cat([torch.where(masks[n], p.detach().abs().float(), torch.full_like(p, -1.0, dtype=torch.float))
                            .flatten() for n, p in zip(names, params)])
-        n_active = int((score >= 0).sum())
-        if keep >= n_active:
-            return
-        chosen = torch.zeros_like(score, dtype=torch.bool)
-        chosen[torch.topk(score, keep, sorted=False).indices] = True
-        new, i = {}, 0
-        for n, s in zip(names, sizes):
-            new[n] = chosen[i:i + s].view_as(masks[n]).to(masks[n].device)
-            i += s
-        self.masking.set_masks(new)
+        chosen = topk_rows(score.view(1, -1), keep).view(-1)
+        parts = chosen.split(sizes)
+        self.masking.set_masks({n: part.view_as(masks[n]) for n, part in zip(names, parts)})

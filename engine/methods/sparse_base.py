@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from engine.config import SparseConfig
@@ -14,7 +15,15 @@ from engine.methods.base import Method
 from engine.sparse.inits import initial_masks, maskable
 from engine.sparse.masks import Masking
 from engine.sparse.momentum import ShadowMomentum, optimizer_momentum
-from engine.sparse.topology import grow, prune_magnitude, prune_rate_at, prune_set, prune_threshold, redistribute
+from engine.sparse.topology import (
+    grow_many,
+    mean_magnitudes,
+    prune_magnitude_many,
+    prune_rate_at,
+    prune_set_many,
+    prune_threshold,
+    redistribute,
+)
 
 
 class SparseMethod(Method):
@@ -49,14 +58,31 @@ class SparseMethod(Method):
         return initial_masks(self.model, self.masking.names, self.scfg, self.initial_density(), self.generator,
                              self.trainer.train_loader, self.trainer.data.num_classes)
 
-    # ---- the step ------------------------------------------------------------------------------------
+    # ---- the step ----------------------------------------------------------------------------------
+    fuse_mask_step = True  # mask the gradients before the step instead of the weights and momenta after it
+
     def before_step(self) -> None:
-        """Step the unmasked momentum copy (momentum growth only) from this step's gradient and starting weight."""
+        """Step the unmasked momentum copy (momentum growth only) from this step's gradient and starting weight,
+        then mask the gradients so the optimizer step itself keeps pruned weights at zero (`Masking.mask_grads`),
+        unless something reads this step's raw gradient afterwards (a gradient-growth update follows)."""
         if self.shadow is not None:
             self.shadow.update()
+        self._masked_grads = (self.fuse_mask_step and not self.raw_grads_needed() and self.masking.mask_grads())
+
+    def raw_grads_needed(self) -> bool:
+        """Whether gradient growth may rank this step's unmasked gradient after the step: the step ends on a
+        topology update, or ends an epoch (EDST's jump and Sup-tickets' re-exploration regrow from the last step)."""
+        if self.scfg.growth != "gradient":
+            return False
+        t = self.trainer
+        step = t.step + 1
+        return step % max(len(t.train_loader), 1) == 0 or (self.topology_updates
+                                                           and step % self.scfg.update_frequency == 0)
 
     def after_step(self) -> None:
-        self.masking.apply()
+        if not getattr(self, "_masked_grads", False):
+            self.masking.apply()
+        self._masked_grads = False
         if self.topology_updates and self.trainer.step % self.scfg.update_frequency == 0 and self.updates_allowed():
             self.update_topology()
 
@@ -75,37 +101,59 @@ class SparseMethod(Method):
 
         A full layer (density 1.0, e.g. ERK-dense) keeps its topology unless `update_full_layers`: then it is pruned
         like the others and, having no other free positions, regrows exactly the weights it lost, at zero (the
-        original CIFAR Masking's behaviour: its smallest weights restart from zero at every update)."""
+        original CIFAR Masking's behaviour: its smallest weights restart from zero at every update).
+
+        Counts come from the host's record and stay exact through top-k, so the usual update (magnitude prune,
+        gradient/random/momentum growth, no or `nonzeros` redistribution) reads nothing back from the device; SET's
+        prune, a threshold prune and magnitude redistribution read what they need in one host sync each."""
         c = self.scfg
         rate = self.prune_rate() if rate is None else rate
         names, params, masks = self.masking.names, self.masking.params, self.masking.masks
         active, sizes = self.masking.counts()
-        pruned: dict[str, torch.Tensor] = {}
-        removed = []
-        for n, p, a, s in zip(names, params, active, sizes):
-            if a == 0 or (a == s and not c.update_full_layers):  # an empty (or full) layer keeps its topology
-                pruned[n] = masks[n]
-                removed.append(0)
-                continue
-            if c.prune == "threshold":
-                new = prune_threshold(p, masks[n], c.threshold)
+        todo = [i for i, (a, s) in enumerate(zip(active, sizes))
+                if a and (a < s or c.update_full_layers)]  # an empty (or full) layer keeps its topology
+        w_todo, m_todo = [params[i] for i in todo], [masks[names[i]] for i in todo]
+        removed = [0] * len(names)
+        if c.prune == "threshold":
+            new = [prune_threshold(p, m, c.threshold) for p, m in zip(w_todo, m_todo)]
+            kept = torch.stack([m.sum() for m in new]).tolist() if new else []
+            lost = [active[i] - int(k) for i, k in zip(todo, kept)]
+        else:
+            ks = [math.ceil(rate * active[i]) for i in todo]
+            if c.prune == "set":
+                new, lost = prune_set_many(w_todo, m_todo, ks)
             else:
-                k = math.ceil(rate * a)
-                new = (prune_set if c.prune == "set" else prune_magnitude)(p, masks[n], k)
-            pruned[n] = new
-            removed.append(a - int(new.sum()))
-        self.masking.set_masks(pruned)  # zero the pruned weights (and their momentum) before growing
+                new = prune_magnitude_many(w_todo, m_todo, ks, [active[i] for i in todo])
+                lost = [min(k, active[i]) for k, i in zip(ks, todo)]
+        for i, k in zip(todo, lost):
+            removed[i] = k
         after = [a - r for a, r in zip(active, removed)]
-        regrow = redistribute(removed, after, sizes, c.redistribution, list(params),
-                              [self.masking.masks[n] for n in names])
-        grown = {}
-        for i, (n, p, k) in enumerate(zip(names, params, regrow)):
-            mom = None
-            if c.growth == "momentum":
-                mom = self.shadow.score(i) if self.shadow is not None else optimizer_momentum(self.trainer.optimizer, p)
-            grown[n] = grow(self.masking.masks[n], k, c.growth, grad=p.grad, momentum=mom, generator=self.generator)
-        self.masking.set_masks(grown)  # grown weights start at zero (they were zero while inactive)
+        self.masking.set_masks({names[i]: m for i, m in zip(todo, new)},
+                               counts={names[i]: after[i] for i in todo})  # zero the pruned weights (and momentum)
+        magnitudes = None
+        if c.redistribution == "magnitude" and sum(removed):
+            magnitudes = mean_magnitudes(list(params), [masks[n] for n in names], after)
+        regrow = redistribute(removed, after, sizes, c.redistribution, magnitudes)
+        room = [s - a for s, a in zip(sizes, after)]
+        regrow = [min(k, r) for k, r in zip(regrow, room)]
+        grow_at = [i for i, k in enumerate(regrow) if k > 0]
+        moms = None
+        if c.growth == "momentum":
+            moms = [self.shadow.score(i) if self.shadow is not None
+                    else optimizer_momentum(self.trainer.optimizer, params[i]) for i in grow_at]
+        grown = grow_many([masks[names[i]] for i in grow_at], [regrow[i] for i in grow_at], c.growth,
+                          grads=[params[i].grad for i in grow_at], momenta=moms, generator=self.growth_generator())
+        self.masking.set_masks({names[i]: m for i, m in zip(grow_at, grown)},
+                               counts={names[i]: after[i] + regrow[i] for i in grow_at})  # grown weights start at 0
         self.updates += 1
+
+    def growth_generator(self) -> torch.Generator:
+        """The random-growth generator of this update, on the weights' device: seeded from the run's mask seed and
+        the update's number, so a resumed run regrows as an uninterrupted one without any generator state."""
+        device = self.masking.params[0].device
+        if getattr(self, "_growth_gen", None) is None or self._growth_gen.device != device:
+            self._growth_gen = torch.Generator(device=device)
+        return self._growth_gen.manual_seed(_growth_seed(self.info.seeds.masks, self.updates))
 
     def densities(self) -> dict[str, float]:
         return self.masking.layer_density()
@@ -121,7 +169,7 @@ class SparseMethod(Method):
         regrown at zero by an update shortly before the epoch's end are active in the mask but still zero."""
         layers = self.masking.layer_density()
         active, sizes = self.masking.counts()
-        nonzero = [int(v) for v in torch.stack([(p != 0).sum() for p in self.masking.params]).cpu().tolist()]
+        nonzero = [int(v) for v in torch.stack([(p != 0).sum() for p in self.masking.params]).tolist()]
         density = sum(active) / sum(sizes)
         record["density"] = density
         record["nonzero_density"] = sum(nonzero) / sum(sizes)
@@ -144,3 +192,9 @@ class SparseMethod(Method):
         self.generator.set_state(state["generator"])
         if self.shadow is not None and "shadow_momentum" in state:
             self.shadow.load_state_dict(state["shadow_momentum"])
+
+
+def _growth_seed(seed: int, update: int) -> int:
+    """A 63-bit seed per (run seed, update number), decorrelated by numpy's SeedSequence."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(update)]).generate_state(2)
+    return (int(state[0]) << 31 | int(state[1])) & ((1 << 63) - 1)

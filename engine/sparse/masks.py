@@ -1,4 +1,4 @@
-"""Binary masks over the maskable weights, applied after every optimizer step in one fused foreach op.
+"""Binary masks over the maskable weights, applied with every optimizer step in one fused foreach op.
 
 Weights stay dense tensors (the papers simulate sparsity); a mask zeroes the pruned entries of the weight and,
 by default, of the optimizer's momentum buffers too, so a pruned weight stays exactly zero through SGD
@@ -16,13 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.dist import broadcast_
+from engine.dist import broadcast_many_
 
 _MOMENTA = ("momentum_buffer", "exp_avg", "exp_avg_sq")
 
 
 class Masking:
-    """The masks of one model: `apply()` after each optimizer step, densities for logs and analyses."""
+    """The masks of one model: `apply()` after each optimizer step (or `mask_grads()` before it), densities for logs
+    and analyses. The active count of every layer is kept on the host, so a topology update that knows its counts
+    (magnitude prune and top-k growth are exact) never has to read them back from the device."""
 
     def __init__(self, model: nn.Module, names: list[str], optimizer: torch.optim.Optimizer | None = None,
                  mask_momentum: bool = True) -> None:
@@ -33,28 +35,34 @@ class Masking:
         self.mask_momentum = mask_momentum
         self.masks: dict[str, torch.Tensor] = {n: torch.ones_like(p, dtype=torch.bool)
                                                for n, p in zip(self.names, self.params)}
-        self._mult: list[torch.Tensor] = []
-        self._refresh()
+        self._active: dict[str, int | None] = {n: p.numel() for n, p in zip(self.names, self.params)}
+        self._mult: list[torch.Tensor] = [m.to(p.dtype) for m, p in zip(self.masks.values(), self.params)]
 
     # ---- masks ---------------------------------------------------------------------------------------
-    def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+    def set_masks(self, masks: dict[str, torch.Tensor], counts: dict[str, int] | None = None) -> None:
         """Replace masks (bool, the weights' shapes) and zero the newly pruned entries at once.
 
-        Under data parallelism rank 0's masks are broadcast, so every replica holds the same topology whatever
-        each rank computed (SNIP scores on its own shard, a tie broken differently).
+        `counts`: the new masks' active counts when the caller knows them exactly (no device read); layers without
+        one are counted on the next `counts()`, all in one host sync. Under data parallelism rank 0's masks are
+        broadcast in one collective, so every replica holds the same topology whatever each rank computed (SNIP
+        scores on its own shard, a tie broken differently); exact counts hold for rank 0's masks as for any.
         """
+        new: dict[str, torch.Tensor] = {}
         for n in self.names:
             if n in masks:
                 m = masks[n]
                 if m.shape != self.masks[n].shape:
                     raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, "
                                      f"weight has {tuple(self.masks[n].shape)}")
-                self.masks[n] = broadcast_(m.to(device=self.masks[n].device, dtype=torch.bool).contiguous())
-        self._refresh()
+                new[n] = m.to(device=self.masks[n].device, dtype=torch.bool).contiguous()
+        broadcast_many_(list(new.values()))
+        known = counts or {}
+        for i, n in enumerate(self.names):
+            if n in new:
+                self.masks[n] = new[n]
+                self._active[n] = known.get(n)
+                self._mult[i] = new[n].to(self.params[i].dtype)
         self.apply()
-
-    def _refresh(self) -> None:
-        self._mult = [self.masks[n].to(p.dtype) for n, p in zip(self.names, self.params)]
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -75,11 +83,31 @@ class Masking:
         if bufs:
             torch._foreach_mul_(bufs, mults)
 
+    @torch.no_grad()
+    def mask_grads(self) -> bool:
+        """grads *= masks, before the optimizer step: one foreach kernel that replaces `apply()` after it.
+
+        With the weights and momentum already zero where masked (set_masks/apply keep that so), a masked gradient
+        leaves them zero through SGD (momentum, dampening, Nesterov, L2 weight decay) and Adam/AdamW alike, so the
+        step equals step-then-apply while touching one tensor per weight instead of two. Only valid when the
+        momentum is masked too (the original's unmasked buffer takes dense gradients); False (nothing done) when a
+        weight has no gradient, and the caller falls back to `apply()`.
+        """
+        grads = [p.grad for p in self.params]
+        if not self.mask_momentum or any(g is None for g in grads):
+            return False
+        torch._foreach_mul_(grads, self._mult)
+        return True
+
     # ---- accounting ----------------------------------------------------------------------------------
     def counts(self) -> tuple[list[int], list[int]]:
-        """Active entries and sizes per layer (one host sync for all layers)."""
-        active = torch.stack([self.masks[n].sum() for n in self.names]).cpu().tolist()
-        return [int(a) for a in active], [self.masks[n].numel() for n in self.names]
+        """Active entries and sizes per layer: from the host's record, with one host sync for all layers whose
+        count is not known yet."""
+        unknown = [n for n in self.names if self._active[n] is None]
+        if unknown:
+            read = torch.stack([self.masks[n].sum() for n in unknown]).tolist()
+            self._active.update({n: int(a) for n, a in zip(unknown, read)})
+        return [int(self._active[n]) for n in self.names], [self.masks[n].numel() for n in self.names]  # type: ignore[arg-type]
 
     def layer_density(self) -> dict[str, float]:
         active, sizes = self.counts()

@@ -16,33 +16,90 @@ NEG = float("-inf")
 
 def _topk_mask(score: torch.Tensor, k: int) -> torch.Tensor:
     """A bool mask with ones at the k largest scores (k clamped to [0, numel])."""
-    flat = score.flatten()
-    k = max(0, min(int(k), flat.numel()))
-    out = torch.zeros_like(flat, dtype=torch.bool)
+    return topk_rows(score.reshape(1, -1), k).view_as(score)
+
+
+def topk_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """[G, N] bool with ones at the k largest scores of every row: one top-k and one scatter for all G rows."""
+    k = max(0, min(int(k), scores.shape[1]))
+    out = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     if k:
-        out[torch.topk(flat, k, sorted=False).indices] = True
-    return out.view_as(score)
+        out.scatter_(1, torch.topk(scores, k, dim=1, sorted=False).indices, True)
+    return out
+
+
+def groups(tensors: list[torch.Tensor], ks: list[int]) -> list[tuple[list[int], int]]:
+    """Indices of the tensors that one batched top-k can serve together (same size, same k, same device), with k."""
+    out: dict[tuple[int, int, torch.device], list[int]] = {}
+    for i, (t, k) in enumerate(zip(tensors, ks)):
+        out.setdefault((t.numel(), int(k), t.device), []).append(i)
+    return [(idx, key[1]) for key, idx in out.items()]
+
+
+def _rows(tensors: list[torch.Tensor], idx: list[int]) -> torch.Tensor:
+    """The tensors at `idx` as the rows of one [G, N] tensor (a view when there is just one)."""
+    if len(idx) == 1:
+        return tensors[idx[0]].reshape(1, -1)
+    return torch.stack([tensors[i].reshape(-1) for i in idx])
 
 
 # ---- prune -------------------------------------------------------------------------------------------
-def prune_magnitude(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """Remove the k active weights of smallest |w| (RigL / SET / FreeTickets `magnitude`)."""
+def prune_magnitude(weight: torch.Tensor, mask: torch.Tensor, k: int, active: int | None = None) -> torch.Tensor:
+    """Remove the k active weights of smallest |w| (RigL / SET / FreeTickets `magnitude`); `active`, the mask's
+    count when the caller knows it, saves a host sync."""
     if k <= 0:
-        return mask.clone()
-    score = torch.where(mask, weight.detach().abs().float(), torch.full_like(weight, NEG, dtype=torch.float))
-    return _topk_mask(score, int(mask.sum()) - k) & mask
+        return mask
+    active = int(mask.sum()) if active is None else active
+    return prune_magnitude_many([weight], [mask], [k], [active])[0]
+
+
+def prune_magnitude_many(weights: list[torch.Tensor], masks: list[torch.Tensor], removes: list[int],
+                         actives: list[int]) -> list[torch.Tensor]:
+    """`prune_magnitude` for many layers from their known active counts: one top-k per group of equally sized
+    layers keeping as many, no host sync. Each result has exactly active - remove ones (top-k is exact)."""
+    out = list(masks)  # layers with nothing to do keep their mask (masks are never changed in place)
+    keeps = [max(a - max(k, 0), 0) for a, k in zip(actives, removes)]
+    todo = [i for i, k in enumerate(removes) if k > 0]
+    for idx, keep in groups([masks[i] for i in todo], [keeps[i] for i in todo]):
+        idx = [todo[j] for j in idx]
+        mask_rows = _rows(masks, idx)
+        score = _rows([w.detach() for w in weights], idx).abs().float().masked_fill_(~mask_rows, NEG)
+        kept = topk_rows(score, keep) & mask_rows
+        for row, i in zip(kept, idx):
+            out[i] = row.view_as(masks[i])
+    return out
 
 
 def prune_set(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     """SET's rule: remove the ceil(k/2) smallest positive and the k - ceil(k/2) negative weights closest to zero."""
-    w = weight.detach().float()
-    pos, neg = mask & (w > 0), mask & (w <= 0)
-    k_pos = min(math.ceil(k / 2), int(pos.sum()))
-    k_neg = min(k - k_pos, int(neg.sum()))
-    k_pos = min(k - k_neg, int(pos.sum()))
-    drop_pos = _topk_mask(torch.where(pos, -w, torch.full_like(w, NEG)), k_pos) & pos
-    drop_neg = _topk_mask(torch.where(neg, w, torch.full_like(w, NEG)), k_neg) & neg
-    return mask & ~drop_pos & ~drop_neg
+    return prune_set_many([weight], [mask], [k])[0][0]
+
+
+def prune_set_many(weights: list[torch.Tensor], masks: list[torch.Tensor],
+                   removes: list[int]) -> tuple[list[torch.Tensor], list[int]]:
+    """`prune_set` for many layers, and how many each lost: the positive and negative counts of all layers are
+    read in one host sync (how many of each sign to take depends on them)."""
+    ws = [w.detach().float() for w in weights]
+    pos = [m & (w > 0) for w, m in zip(ws, masks)]
+    neg = [m & (w <= 0) for w, m in zip(ws, masks)]
+    if not masks:
+        return [], []
+    counts = torch.stack([t.sum() for t in pos + neg]).tolist()
+    n_pos, n_neg = counts[:len(masks)], counts[len(masks):]
+    out, lost = [], []
+    for w, m, p, q, k, a, b in zip(ws, masks, pos, neg, removes, n_pos, n_neg):
+        if k <= 0:
+            out.append(m)
+            lost.append(0)
+            continue
+        k_pos = min(math.ceil(k / 2), a)
+        k_neg = min(k - k_pos, b)
+        k_pos = min(k - k_neg, a)
+        drop_pos = _topk_mask(torch.where(p, -w, torch.full_like(w, NEG)), k_pos) & p
+        drop_neg = _topk_mask(torch.where(q, w, torch.full_like(w, NEG)), k_neg) & q
+        out.append(m & ~drop_pos & ~drop_neg)
+        lost.append(k_pos + k_neg)
+    return out, lost
 
 
 def prune_threshold(weight: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -54,34 +111,53 @@ def prune_threshold(weight: torch.Tensor, mask: torch.Tensor, threshold: float) 
 def grow(mask: torch.Tensor, k: int, mode: str, *, grad: torch.Tensor | None = None,
          momentum: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Activate k inactive positions: `random`, the largest |grad| (`gradient`, RigL) or |momentum| (`momentum`)."""
-    if k <= 0:
-        return mask.clone()
-    if mode == "random":
-        score = torch.rand(mask.shape, generator=generator).to(mask.device)  # drawn on the CPU: same on any device
-    elif mode == "gradient":
-        score = torch.zeros(mask.shape, device=mask.device) if grad is None else grad.detach().abs().float()
-    elif mode == "momentum":
-        score = torch.zeros(mask.shape, device=mask.device) if momentum is None else momentum.detach().abs().float()
-    else:
+    return grow_many([mask], [k], mode, grads=[grad], momenta=[momentum], generator=generator)[0]
+
+
+def grow_many(masks: list[torch.Tensor], ks: list[int], mode: str, *, grads: list[torch.Tensor | None] | None = None,
+              momenta: list[torch.Tensor | None] | None = None,
+              generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """`grow` for many layers: one top-k per group of equally sized layers growing as many, no host sync.
+
+    Random scores are drawn on the masks' device (`generator` must live there): no host-to-device copy of a
+    weight-sized tensor per update. Each result gains exactly k ones when k fits in the layer's free room."""
+    if mode not in ("random", "gradient", "momentum"):
         raise ValueError(f"unknown growth mode '{mode}'")
-    score = torch.where(mask, torch.full_like(score, NEG), score)
-    return mask | _topk_mask(score, k)
+    source = grads if mode == "gradient" else momenta
+    out = list(masks)  # layers with nothing to do keep their mask (masks are never changed in place)
+    todo = [i for i, k in enumerate(ks) if k > 0]
+    for idx, k in groups([masks[i] for i in todo], [ks[i] for i in todo]):
+        idx = [todo[j] for j in idx]
+        mask_rows = _rows(masks, idx)
+        if mode == "random":
+            score = torch.rand(mask_rows.shape, generator=generator, device=mask_rows.device)
+        else:
+            parts = [(source[i] if source is not None else None) for i in idx]
+            parts = [torch.zeros(masks[i].shape, device=masks[i].device) if t is None else t.detach()
+                     for t, i in zip(parts, idx)]
+            score = _rows(parts, list(range(len(idx)))).abs().float()  # abs() makes a new tensor to fill
+        score = score.masked_fill_(mask_rows, NEG)
+        grown = mask_rows | topk_rows(score, k)
+        for row, i in zip(grown, idx):
+            out[i] = row.view_as(masks[i])
+    return out
 
 
 # ---- how many to regrow where ------------------------------------------------------------------------
 def redistribute(removed: list[int], active_after: list[int], sizes: list[int], mode: str,
-                 weights: list[torch.Tensor] | None = None, masks: list[torch.Tensor] | None = None) -> list[int]:
+                 magnitudes: list[float] | None = None) -> list[int]:
     """Regrowth per layer. `none`: each layer regrows what it lost. `magnitude` / `nonzeros`: the total removed is
-    shared in proportion to the layer's mean active |w| / its active count, capped at the layer's free room, the
-    rest passed on, so the whole model's count is preserved exactly."""
+    shared in proportion to the layer's mean active |w| (`magnitudes`, see `mean_magnitudes`) / its active count,
+    capped at the layer's free room, the rest passed on, so the whole model's count is preserved exactly."""
     total = sum(removed)
     if mode == "none" or total == 0:
         return list(removed)
     if mode == "nonzeros":
         raw = [float(a) for a in active_after]
     elif mode == "magnitude":
-        assert weights is not None and masks is not None
-        raw = [float((w.detach().abs() * m).sum()) / max(int(m.sum()), 1) for w, m in zip(weights, masks)]
+        if magnitudes is None:
+            raise ValueError("magnitude redistribution needs the layers' mean active |w|")
+        raw = [float(v) for v in magnitudes]
     else:
         raise ValueError(f"unknown redistribution '{mode}'")
     room = [s - a for s, a in zip(sizes, active_after)]
@@ -105,6 +181,12 @@ def redistribute(removed: list[int], active_after: list[int], sizes: list[int], 
                 out[i] += 1
                 left -= 1
     return out
+
+
+def mean_magnitudes(weights: list[torch.Tensor], masks: list[torch.Tensor], actives: list[int]) -> list[float]:
+    """Each layer's mean |w| over its active weights, all read in one host sync."""
+    sums = torch.stack([(w.detach().abs().float() * m).sum() for w, m in zip(weights, masks)]).tolist()
+    return [v / max(a, 1) for v, a in zip(sums, actives)]
 
 
 # ---- schedules ---------------------------------------------------------------------------------------
