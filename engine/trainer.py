@@ -79,7 +79,8 @@ class Trainer:
         if dist.world() > 1:  # gradients averaged across ranks; the loop is otherwise unchanged
             fwd = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        self.forward_model = torch.compile(fwd) if run.compile else fwd
+        mode = None if run.compile_mode == "default" else run.compile_mode
+        self.forward_model = torch.compile(fwd, mode=mode) if run.compile else fwd
         self.optimizer = self.method.build_optimizer()
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken in this stage

@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import digits_trainer
+from helpers import digits_trainer, sparse_digits_recipe
 from torch import nn
 
+import engine.trainer as trainer_module
+from engine.data import recipe_data
+from engine.methods import METHODS
 from engine.methods.sparse_base import _growth_seed
+from engine.models import create_model
+from engine.runinfo import RunInfo
+from engine.runlog import RunLog
 from engine.sparse.masks import Masking
 from engine.sparse.topology import grow_many, prune_magnitude_many
 
@@ -236,3 +242,18 @@ def test_a_compiled_step_equals_the_eager_step(tmp_path: Path) -> None:
     eager, compiled_model = out
     for (n, a), b in zip(eager.named_parameters(), compiled_model.parameters()):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0, msg=n)
+
+
+@pytest.mark.parametrize("mode,expected", [("default", None), ("reduce-overhead", "reduce-overhead")])
+def test_compile_mode_reaches_torch_compile(mode: str, expected: str | None, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[run] compile_mode = "reduce-overhead"` (CUDA graphs for launch-bound nets) is the mode torch.compile gets."""
+    seen: list[dict] = []
+    monkeypatch.setattr(trainer_module.torch, "compile", lambda model, **kw: (seen.append(kw), model)[1])
+    recipe = sparse_digits_recipe("dst", {"density": 0.3}, None, 1, train_subset=32, test_subset=32)
+    recipe.run.compile, recipe.run.compile_mode = True, mode
+    ctx = trainer_module.StageContext(stage=recipe.stage[0], info=RunInfo.of(recipe, 0, tmp_path),
+                                      device=torch.device("cpu"), data=recipe_data(recipe),
+                                      log=RunLog(tmp_path, enabled=False))
+    trainer_module.Trainer(ctx, create_model("cifar_resnet_8", 10, 0.5), METHODS["dst"])
+    assert seen == [{"mode": expected}]

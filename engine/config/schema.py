@@ -23,6 +23,9 @@ class RunConfig(Strict):
     seed: int = 1
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: bool = False
+    # torch.compile's mode when compile is on: "reduce-overhead" captures the step in CUDA graphs (launch-bound deep
+    # thin networks such as PreResNet-164); "default" compiles without them
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     channels_last: bool = True
     dense_reference_epochs: int = Field(0, ge=0)  # training cost is reported relative to one dense model trained
     # this long (0: the longest stage)
