@@ -16,6 +16,7 @@ import torch
 from engine.bench_original import OriginalMasking
 from engine.config import Recipe
 from engine.data import Dataset, make_synthetic
+from engine.flops import dense_forward_flops
 from engine.methods import METHODS
 from engine.models import create_model
 from engine.runinfo import RunInfo
@@ -167,6 +168,14 @@ def bench_recipe(arch: str, batch_size: int, precision: str, method: str = "trai
         "model": {"arch": arch},
         "stage": [stage],
     })
+
+
+def train_flops_per_image(recipe: Recipe) -> float:
+    """Dense training FLOPs per image of the recipe's model at its input size (3 forward passes, engine.flops),
+    what achieved TFLOP/s and the fraction of a GPU's peak are computed from (WRN-28-10 at 32x32: 31.46 GFLOP)."""
+    side = recipe.data.image_size
+    model = create_model(recipe.model.arch, 10, recipe.model.width)
+    return 3.0 * dense_forward_flops(model, (3, side, side))
 
 
 def baseline_recipe(arch: str, batch_size: int, sparse: bool = False, image_size: int = 32) -> Recipe:

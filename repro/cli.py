@@ -466,7 +466,14 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     update (median and min, ms)."""
     import torch  # deferred: torch, like the rest of bench
 
-    from engine.bench import baseline_recipe, bench_recipe, device_label, measure, time_topology  # deferred: torch
+    from engine.bench import (  # deferred: torch
+        baseline_recipe,
+        bench_recipe,
+        device_label,
+        measure,
+        time_topology,
+        train_flops_per_image,
+    )
     from engine.device import resolve_device
 
     try:
@@ -497,6 +504,9 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
                     "sparse_img_s": round(speed["sparse"], 2) if sparse else None}
     if sparse:
         result["sparse_overhead"] = round(speed["dense"] / speed["sparse"] - 1, 4)
+    gflop = train_flops_per_image(recipes["dense"]) / 1e9
+    result["train_gflop_per_image"] = round(gflop, 3)
+    result["dense_tflop_s"] = round(speed["dense"] * gflop / 1e3, 3)
     if baseline:
         result["baseline_img_s"] = round(speed["baseline"], 2)
         result["speedup"] = round(speed["dense"] / speed["baseline"], 3)
