@@ -6,7 +6,9 @@ masks multiplied into each weight by a Python loop over the model's parameters a
 that, layer by layer, counts with `.item()`, sorts |w| to find the pruning threshold (magnitude_death,
 core.py:479-488) and sorts |grad| of the inactive positions to regrow as many (gradient_growth, core.py:616-626),
 with a mask multiply between the two passes and a nonzero count at the end (truncate_weights, core.py:384-436).
-Training never uses this: engine/sparse is the fast path.
+Training never uses this: engine/sparse is the fast path. What the yardstick does not copy: the batches come from
+our loader (the same ones ours steps on, not the original's per-image CPU pipeline), the loss is cross_entropy on
+logits (the original's log_softmax + nll_loss, the same number), and TF32 settings are whatever this process has.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from engine.bench import Stepper, baseline_recipe, bench_recipe, time_topology
+from engine.bench import Stepper, baseline_recipe, bench_recipe, time_topology, train_flops_per_image
 from engine.bench_original import OriginalMasking
 from engine.throughput import cache_path, read_entries
 from repro.cli import cli
@@ -37,6 +37,11 @@ def test_bench_baseline_json_has_the_new_keys_and_ratios() -> None:
         out["baseline_topology_update_ms"] / out["topology_update_ms"], rel=1e-3)
     assert out["torch"] == torch.__version__ and isinstance(out["gpu"], str) and out["gpu"]
     assert (out["image_size"], out["width"], out["compile"], out["precision"]) == (32, WIDTH, False, "fp32")
+    assert out["dense_tflop_s"] == pytest.approx(out["dense_img_s"] * out["train_gflop_per_image"] / 1e3, abs=2e-3)
+
+
+def test_training_flops_per_image_of_wrn_28_10_is_the_issues_figure() -> None:
+    assert train_flops_per_image(bench_recipe("wrn-28-10", 8, "fp32")) == pytest.approx(31.46e9, rel=1e-4)
 
 
 def test_bench_without_baseline_leaves_the_baseline_keys_out() -> None:
