@@ -63,8 +63,10 @@ def _trainer(recipe: Recipe, device: torch.device) -> Trainer:
 
 class Stepper:
     """Runs n training steps of a bench recipe's first stage: as Trainer.train_epoch does, or with `baseline` the
-    way the original scripts do (main_individual.py:79-105: eager fp32 forward, `loss.item()` and an accuracy
-    `.item()` every step, a plain for-loop SGD, and for a sparse recipe masks multiplied in by a Python loop)."""
+    way the original scripts do (main_individual.py:79-103: eager fp32 forward, `loss.item()` and an accuracy
+    `.item()` every step, torch.optim.SGD (main_individual.py:250) with foreach=False, the per-tensor loop of the
+    PyTorch those scripts ran on, same hyperparameters as ours, and for a sparse recipe masks multiplied in by a
+    Python loop, engine.bench_original)."""
 
     def __init__(self, recipe: Recipe, device: torch.device, baseline: bool = False) -> None:
         self.trainer = trainer = _trainer(recipe, device)
