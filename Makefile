@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint smoke reproduce-all clean-venv
+.PHONY: install demo test test-fast lint smoke reproduce-all bench-gpu clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ smoke: $(STAMP)
 # JOBS runs at once (default 1), each on its own GPU; then REPORT.md (paper vs ours, wall time, GPU) and figures.
 reproduce-all: $(STAMP)
 	$(BIN)/repro reproduce $(if $(JOBS),--jobs $(JOBS))
+
+# Issue 19's speed figures in one call on a GPU (about 8 min): bench-out/bench.jsonl and bench-out/bench.md (OUT=dir).
+# No install step: a lent GPU machine has no network, so it runs with whatever python has the packages.
+bench-gpu:
+	scripts/gpu_bench.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -451,13 +451,29 @@ def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) 
               show_default=True, help="ERK density of the masks the topology update works on.")
 @click.option("--topology-updates", type=click.IntRange(min=1), default=None,
               help="Timed topology updates (default 20, 5 on the CPU), after 2 (1) untimed ones.")
+@click.option("--baseline", is_flag=True,
+              help="Also step the same model the original scripts' way (fp32, eager, host syncs every step, masks by a "
+                   "Python loop; with --topology their topology update too) and report the speedup over it.")
+@click.option("--image-size", type=click.IntRange(min=8, max=1024), default=None,
+              help="Side of the square synthetic images (default 32, CIFAR shape); for the ImageNet archs, e.g. 224.")
 @click.option("--json", "as_json", is_flag=True)
 def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precision: str, steps: int | None,
           warmup: int | None, width: float, repeats: int, use_compile: bool, topology: bool,
-          topology_density: float, topology_updates: int | None, as_json: bool) -> None:
+          topology_density: float, topology_updates: int | None, baseline: bool, image_size: int | None,
+          as_json: bool) -> None:
     """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data; with
-    --topology also the wall time of one prune-and-regrow update (median and min, ms)."""
-    from engine.bench import bench_recipe, measure, time_topology  # deferred: torch
+    --baseline also the original scripts' step beside it; with --topology the wall time of one prune-and-regrow
+    update (median and min, ms)."""
+    import torch  # deferred: torch, like the rest of bench
+
+    from engine.bench import (  # deferred: torch
+        baseline_recipe,
+        bench_recipe,
+        device_label,
+        measure,
+        time_topology,
+        train_flops_per_image,
+    )
     from engine.device import resolve_device
 
     try:
@@ -469,44 +485,68 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     bs = batch_size or (32 if cpu else 128)
     steps = steps or (3 if cpu else 20)
     warmup = warmup if warmup is not None else (1 if cpu else 5)
-    recipes = {"dense": bench_recipe(arch, bs, precision, compile=use_compile)}
+    side = image_size or 32
+    recipes = {"dense": bench_recipe(arch, bs, precision, compile=use_compile, image_size=side)}
     if sparse:
-        recipes["sparse"] = bench_recipe(arch, bs, precision, method="fix", compile=use_compile)
-    for r in recipes.values():
+        recipes["sparse"] = bench_recipe(arch, bs, precision, method="fix", compile=use_compile, image_size=side)
+    baselines = {}
+    if baseline:
+        baselines["baseline"] = baseline_recipe(arch, bs, image_size=side)
+        if sparse:
+            baselines["baseline_sparse"] = baseline_recipe(arch, bs, sparse=True, image_size=side)
+    for r in (*recipes.values(), *baselines.values()):
         r.model.width = width
-    speed = measure(recipes, dev, steps, warmup, repeats)
-    result = {"arch": arch, "device": str(dev), "batch_size": bs,
-              "precision": "bf16" if (precision != "fp32" and not cpu) else "fp32",
-              "dense_img_s": round(speed["dense"], 2), "sparse_img_s": round(speed["sparse"], 2) if sparse else None}
+    speed = measure(recipes, dev, steps, warmup, repeats, baselines=baselines)
+    result: dict = {"arch": arch, "device": str(dev), "gpu": device_label(dev), "torch": torch.__version__,
+                    "batch_size": bs, "image_size": side, "width": width, "compile": use_compile,
+                    "precision": "bf16" if (precision != "fp32" and not cpu) else "fp32",
+                    "dense_img_s": round(speed["dense"], 2),
+                    "sparse_img_s": round(speed["sparse"], 2) if sparse else None}
     if sparse:
         result["sparse_overhead"] = round(speed["dense"] / speed["sparse"] - 1, 4)
-    cache = _record_bench(dev, arch, result, width, use_compile, recipes["dense"])
+    gflop = train_flops_per_image(recipes["dense"]) / 1e9
+    result["train_gflop_per_image"] = round(gflop, 3)
+    result["dense_tflop_s"] = round(speed["dense"] * gflop / 1e3, 3)
+    if baseline:
+        result["baseline_img_s"] = round(speed["baseline"], 2)
+        result["speedup"] = round(speed["dense"] / speed["baseline"], 3)
+        if sparse:
+            result["baseline_sparse_img_s"] = round(speed["baseline_sparse"], 2)
+            result["sparse_speedup"] = round(speed["sparse"] / speed["baseline_sparse"], 3)
+    cache = _record_bench(dev, arch, result, width, use_compile)
     if topology:
         n = topology_updates or (5 if cpu else 20)
-        timing = time_topology(arch, dev, width=width, density=topology_density, updates=n, warmup=1 if cpu else 2,
-                               precision=precision)
-        result["topology_update_ms"] = {"median": round(timing.median_ms, 3), "min": round(timing.min_ms, 3)}
+        kw = {"width": width, "density": topology_density, "updates": n, "warmup": 1 if cpu else 2,
+              "precision": precision}
+        timing = time_topology(arch, dev, **kw)
+        result["topology_update_ms"] = round(timing.median_ms, 3)
+        result["topology_update_min_ms"] = round(timing.min_ms, 3)
+        if baseline:
+            base = time_topology(arch, dev, baseline=True, **kw)
+            result["baseline_topology_update_ms"] = round(base.median_ms, 3)
+            result["baseline_topology_update_min_ms"] = round(base.min_ms, 3)
+            result["topology_speedup"] = round(base.median_ms / timing.median_ms, 3)
         result["topology"] = {"init": "ERK", "density": topology_density, "prune": "magnitude",
                               "growth": "gradient", "prune_rate": timing.method.scfg.prune_rate,
                               "layers": len(timing.initial), "updates": n}
     if as_json:
         click.echo(json.dumps(result))
         return
-    t = Table(*result.keys())
-    t.add_row(*(", ".join(f"{k} {x}" for k, x in v.items()) if isinstance(v, dict) else str(v)
-                for v in result.values()))
+    t = Table("", "", show_header=False)
+    for k, v in result.items():
+        t.add_row(k, ", ".join(f"{a} {x}" for a, x in v.items()) if isinstance(v, dict) else str(v))
     out_console.print(t)
     if cache is not None:
         click.echo(f"recorded in {cache} (what `repro plan` reads for this device)")
 
 
-def _record_bench(dev, arch: str, result: dict, width: float, compiled: bool, recipe: Recipe) -> Path | None:  # noqa: ANN001
+def _record_bench(dev, arch: str, result: dict, width: float, compiled: bool) -> Path | None:  # noqa: ANN001
     """File the dense throughput in the bench cache for `repro plan`; a cache that cannot be written only warns."""
-    from engine.plan import dataset_facts  # deferred: torch, like the rest of bench
-    from engine.throughput import BenchEntry, device_name, record
+    from engine.throughput import BenchEntry, device_name, record  # deferred: torch, like the rest of bench
 
+    side = result["image_size"]
     entry = BenchEntry(device_name(dev), canonical_arch(arch), result["precision"], result["batch_size"], width,
-                       compiled, dataset_facts(recipe)[2], result["dense_img_s"])
+                       compiled, (3, side, side), result["dense_img_s"])
     try:
         return record(entry)
     except (OSError, UnsafePathError) as e:
