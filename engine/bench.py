@@ -156,7 +156,8 @@ def measure(
 
 def bench_recipe(arch: str, batch_size: int, precision: str, method: str = "train",
                  params: dict[str, Any] | None = None, compile: bool = False,
-                 sparse: dict[str, Any] | None = None, image_size: int = 32, channels_last: bool = True) -> Recipe:
+                 sparse: dict[str, Any] | None = None, image_size: int = 32, channels_last: bool = True,
+                 compile_mode: str = "default") -> Recipe:
     """A one-stage recipe on synthetic data sized for the benchmark (`sparse`: the stage's [sparse] table;
     `image_size`: the side of the square synthetic images, 32 for CIFAR shape)."""
     stage: dict[str, Any] = {"name": "bench", "method": method, "epochs": 1, "params": params or {}}
@@ -164,7 +165,8 @@ def bench_recipe(arch: str, batch_size: int, precision: str, method: str = "trai
         stage["sparse"] = sparse
     return Recipe.model_validate({
         "name": "bench", "paper": "demo", "analyses": [],
-        "run": {"precision": precision, "compile": compile, "channels_last": channels_last},
+        "run": {"precision": precision, "compile": compile, "compile_mode": compile_mode,
+                "channels_last": channels_last},
         "data": {"dataset": "synthetic", "batch_size": batch_size, "crop_pad": 4, "flip": True,
                  "image_size": image_size, "resize": max(image_size, 256)},
         "model": {"arch": arch},

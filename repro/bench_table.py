@@ -42,8 +42,10 @@ def row(d: dict[str, Any]) -> str:
     peak = bf16_peak(str(d.get("gpu", ""))) if d.get("precision") == "bf16" else None
     flop_cell = "–" if tflops is None else f"{tflops:,.0f}" + ("" if peak is None else f" ({tflops / peak:.0%})")
     side = d.get("image_size", 32)
+    mode = d.get("compile_mode") or "default"
+    compiled = ("yes" if mode == "default" else mode) if d.get("compile") else "no"
     cells = (d.get("step", "–"), d["arch"] + ("" if d.get("width", 1.0) == 1.0 else f" (width {d['width']:g})"),
-             str(d["batch_size"]), f"{side}x{side}", d["precision"], "yes" if d.get("compile") else "no",
+             str(d["batch_size"]), f"{side}x{side}", d["precision"], compiled,
              _num(dense), _num(base), "–" if speedup is None else f"{speedup:.2f}x", sparse_cell,
              "–" if sparse_speedup is None else f"{sparse_speedup:.2f}x", topo_cell, flop_cell)
     return "| " + " | ".join(cells) + " |"

@@ -445,6 +445,10 @@ def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) 
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed windows per variant, alternating; the best is reported.")
 @click.option("--compile", "use_compile", is_flag=True)
+@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune",
+                                                   "max-autotune-no-cudagraphs"]), default="default",
+              show_default=True, help="torch.compile's mode (implies --compile unless default); reduce-overhead "
+              "captures CUDA graphs, the lever for launch-bound nets such as preresnet164.")
 @click.option("--topology", is_flag=True,
               help="Also time a topology update: magnitude prune + gradient regrowth over every masked layer (DST).")
 @click.option("--topology-density", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
@@ -458,7 +462,7 @@ def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) 
               help="Side of the square synthetic images (default 32, CIFAR shape); for the ImageNet archs, e.g. 224.")
 @click.option("--json", "as_json", is_flag=True)
 def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precision: str, steps: int | None,
-          warmup: int | None, width: float, repeats: int, use_compile: bool, topology: bool,
+          warmup: int | None, width: float, repeats: int, use_compile: bool, compile_mode: str, topology: bool,
           topology_density: float, topology_updates: int | None, baseline: bool, image_size: int | None,
           as_json: bool) -> None:
     """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data; with
@@ -486,9 +490,11 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     steps = steps or (3 if cpu else 20)
     warmup = warmup if warmup is not None else (1 if cpu else 5)
     side = image_size or 32
-    recipes = {"dense": bench_recipe(arch, bs, precision, compile=use_compile, image_size=side)}
+    use_compile = use_compile or compile_mode != "default"
+    kw_compile = {"compile": use_compile, "compile_mode": compile_mode, "image_size": side}
+    recipes = {"dense": bench_recipe(arch, bs, precision, **kw_compile)}
     if sparse:
-        recipes["sparse"] = bench_recipe(arch, bs, precision, method="fix", compile=use_compile, image_size=side)
+        recipes["sparse"] = bench_recipe(arch, bs, precision, method="fix", **kw_compile)
     baselines = {}
     if baseline:
         baselines["baseline"] = baseline_recipe(arch, bs, image_size=side)
@@ -499,6 +505,7 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     speed = measure(recipes, dev, steps, warmup, repeats, baselines=baselines)
     result: dict = {"arch": arch, "device": str(dev), "gpu": device_label(dev), "torch": torch.__version__,
                     "batch_size": bs, "image_size": side, "width": width, "compile": use_compile,
+                    "compile_mode": compile_mode if use_compile else None,
                     "precision": "bf16" if (precision != "fp32" and not cpu) else "fp32",
                     "dense_img_s": round(speed["dense"], 2),
                     "sparse_img_s": round(speed["sparse"], 2) if sparse else None}

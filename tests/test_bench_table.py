@@ -53,6 +53,12 @@ def test_peaks_by_name_and_a_width_in_the_arch_cell() -> None:
     assert "| wrn-28-10 (width 0.25) | 128 | 224x224 |" in table([json.dumps(narrow)])
 
 
+def test_the_compile_cell_names_a_mode_other_than_default() -> None:
+    graphs = dict(FGE, compile_mode="reduce-overhead")
+    assert "| 32x32 | fp32 | reduce-overhead | 8,424 |" in table([json.dumps(graphs)])
+    assert "| 32x32 | fp32 | yes | 8,424 |" in table([json.dumps(dict(FGE, compile_mode="default"))])
+
+
 def test_main_reads_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "bench.jsonl"
     f.write_text(json.dumps(FGE) + "\n")
