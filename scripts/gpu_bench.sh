@@ -11,9 +11,8 @@
 # Environment: OUT (default ./bench-out), PYTHON (default .venv/bin/python, else python3), BENCH_BUDGET_S (total
 # seconds, default 470; a step gets what is left of it, at most its own limit, and is skipped under 20 s left).
 # Besides torch, `repro bench` imports click, rich, h5py, numpy, pydantic (with pydantic-core, annotated-types,
-# typing-inspection) and tomli-w: a GPU box without network needs those brought as wheels, e.g. `pip download
-# --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 pydantic==2.14.4
-# pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 tomli-w==1.2.0` (the versions tested).
+# typing-inspection), tomli-w and simplejpeg: on a GPU box without network, run scripts/gpu_wheels.sh here first
+# and carry .whl/ along; this script installs what it finds there into /tmp/site.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
@@ -23,6 +22,12 @@ JSONL=$OUT/bench.jsonl LOG=$OUT/bench.log
 : >"$LOG"
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+# wheels from scripts/gpu_wheels.sh, carried to a bare machine: installed only where the packages are missing
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import pydantic, tomli_w, simplejpeg" 2>/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl >>"$LOG" 2>&1 || { echo "gpu_bench: installing .whl/ failed (see $LOG)" >&2; exit 2; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if ! "$PYTHON" -c "import repro.cli" 2>>"$LOG"; then
