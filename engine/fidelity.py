@@ -236,8 +236,8 @@ DIFFERENCES: tuple[Difference, ...] = (
                  "RandomResizedCrop(224) or Resize(256) + CenterCrop(224)",
         source=f"{FT} ImageNet/main.py:464, 488; {ST} ImageNet/main.py:865, 889; {RP} ImageNet/main.py:451, 475; "
                f"{EB} main.py:150, 164, main_resnet50.py:154, 168",
-        effect="pixels differ by resampling only (a crop of 448+ px decoded at 1/2 scale is within about 1/255 on "
-               "average of the full decode); crops decoded at full size are the same pixels; decoding is faster",
+        effect="pixels differ by resampling only (crops of 448+ px, decoded at 1/2 or 1/4 scale: 0.2-0.5 levels of 255 "
+               "on average on smooth images); crops decoded at full size are the same pixels; decoding is faster",
         key="data.decoder", faithful="pillow",
         recipes=("*_imagenet",)),
     Difference(
