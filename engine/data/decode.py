@@ -63,7 +63,8 @@ def center_box(height: int, width: int, resize: int, size: int) -> Box:
 
 
 def pillow_rgb(path: str) -> torch.Tensor:
-    """uint8 [3, H, W], the full image decoded by Pillow (torchvision ImageFolder's default loader)."""
+    """uint8 [3, H, W], the full image decoded by Pillow (torchvision ImageFolder's default loader; torchvision.io's
+    decoders are deprecated from 0.29)."""
     from PIL import Image, UnidentifiedImageError  # deferred: Pillow is needed only to decode image folders
 
     try:
