@@ -227,6 +227,20 @@ DIFFERENCES: tuple[Difference, ...] = (
         effect="the SWALP average is typically a few tenths above the final 8-bit weights",
         recipes=("earlybird_lowprec_*", "earlybird_table2_vgg16_lowprec_*")),
     Difference(
+        id="jpeg_dct_downscale",
+        ours="JPEGs are decoded by libjpeg-turbo (simplejpeg) at the smallest of 1/8, 1/4, 1/2 or full size that "
+             "keeps the crop at least image_size pixels each way (evaluation: the shorter side at least resize), and "
+             "the crop is resized from there with antialiased bilinear (`data.decoder = \"turbo\"`); the box is drawn "
+             "in full-size pixels with the same draws, so crop geometry is identical; other files go to Pillow",
+        original="torchvision ImageFolder's default loader: Pillow decodes every image at full size, then "
+                 "RandomResizedCrop(224) or Resize(256) + CenterCrop(224)",
+        source=f"{FT} ImageNet/main.py:464, 488; {ST} ImageNet/main.py:865, 889; {RP} ImageNet/main.py:451, 475; "
+               f"{EB} main.py:150, 164, main_resnet50.py:154, 168",
+        effect="pixels differ by resampling only (crops of 448+ px, decoded at 1/2 or 1/4 scale: 0.2-0.5 levels of 255 "
+               "on average on smooth images); crops decoded at full size are the same pixels; decoding is faster",
+        key="data.decoder", faithful="pillow",
+        recipes=("*_imagenet",)),
+    Difference(
         id="curve_eval_train_loader",
         ours="the BN pass and the 'train' numbers along a curve or plane use the training split augmented as in "
              "training (the default, as the original), with fixed draws seeded by run.seed, the same at every point",

@@ -460,14 +460,24 @@ def _paper_report(paper: str, as_json: bool, show_plan: bool, root: str | None) 
                    "Python loop; with --topology their topology update too) and report the speedup over it.")
 @click.option("--image-size", type=click.IntRange(min=8, max=1024), default=None,
               help="Side of the square synthetic images (default 32, CIFAR shape); for the ImageNet archs, e.g. 224.")
+@click.option("--decode", is_flag=True, help="Instead: ImageNet JPEG decoding, images/s per CPU core of the Pillow "
+              "and the libjpeg-turbo decoder (training and evaluation crops of generated 500x375 JPEGs).")
+@click.option("--decode-images", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--decode-size", default="500x375", show_default=True, help="WIDTHxHEIGHT of the generated JPEGs.")
+@click.option("--decode-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also time the real FolderLoader with this many worker processes (0: skip).")
 @click.option("--json", "as_json", is_flag=True)
 def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precision: str, steps: int | None,
           warmup: int | None, width: float, repeats: int, use_compile: bool, compile_mode: str, topology: bool,
           topology_density: float, topology_updates: int | None, baseline: bool, image_size: int | None,
-          as_json: bool) -> None:
+          as_json: bool, decode: bool = False, decode_images: int = 200, decode_size: str = "500x375",
+          decode_workers: int = 0) -> None:
     """Training-step throughput (images/s), dense and sparse, of the real trainer loop on synthetic data; with
     --baseline also the original scripts' step beside it; with --topology the wall time of one prune-and-regrow
-    update (median and min, ms)."""
+    update (median and min, ms); with --decode instead the JPEG decoders' images/s per CPU core."""
+    if decode:
+        _bench_decode(decode_images, decode_size, decode_workers, repeats, as_json)
+        return
     import torch  # deferred: torch, like the rest of bench
 
     from engine.bench import (  # deferred: torch
@@ -545,6 +555,27 @@ def bench(arch: str, sparse: bool, device: str, batch_size: int | None, precisio
     out_console.print(t)
     if cache is not None:
         click.echo(f"recorded in {cache} (what `repro plan` reads for this device)")
+
+
+def _bench_decode(images: int, size: str, workers: int, repeats: int, as_json: bool) -> None:
+    """`repro bench --decode`: per-core decode speed of both decoders (and through the loader with workers)."""
+    from engine.bench_decode import measure_decode  # deferred: torch, like the rest of bench
+    from engine.provenance import cpu_model
+
+    w, _, h = size.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and 16 <= int(w) <= 8192 and 16 <= int(h) <= 8192):
+        raise UsageProblem(f"--decode-size: expected WIDTHxHEIGHT between 16 and 8192 px, got {size!r}")
+    result = measure_decode(images, repeats, workers, (int(w), int(h))).as_dict() | {"cpu": cpu_model()}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    t = Table("decoder", "train img/s per core", "eval img/s per core",
+              *([f"loader img/s ({workers} workers)"] if workers else []),
+              title=f"decoding {images} generated {result['image']} JPEGs (quality {result['quality']}, "
+                    f"{result['mean_kb']} KB) to 224 px on {result['cpu'] or 'this CPU'}", title_justify="left")
+    for d, v in result["per_core_img_s"].items():
+        t.add_row(d, str(v["train"]), str(v["eval"]), *([str(result["loader_img_s"][d])] if workers else []))
+    out_console.print(t)
 
 
 def _record_bench(dev, arch: str, result: dict, width: float, compiled: bool) -> Path | None:  # noqa: ANN001

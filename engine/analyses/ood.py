@@ -28,7 +28,8 @@ def ood_split(ctx: AnalysisContext) -> Split:
         classes = 10 if name == "synthetic" else int(name.split("-")[1])
         test = make_synthetic(num_classes=classes, shape=want).test  # type: ignore[arg-type]
     else:
-        test = load_dataset(name, d.root or None, image_size=d.image_size, resize=d.resize, workers=d.workers).test
+        test = load_dataset(name, d.root or None, image_size=d.image_size, resize=d.resize, workers=d.workers,
+                            decoder=d.decoder).test
     if d.test_subset:
         test = test.subset(d.test_subset)
     if tuple(test.image_shape) != want:

@@ -69,10 +69,13 @@ class DataConfig(Strict):
     eval_accuracy: Literal["per_image", "batch_mean"] = "per_image"
     val_augment: bool = False  # true: the held-out split is scored with the training augmentation, as the originals
     # image-folder data (imagenet, synthetic-imagenet): RandomResizedCrop(image_size) + flip for training,
-    # Resize(resize) + CenterCrop(image_size) for evaluation, decoded by `workers` DataLoader processes
+    # Resize(resize) + CenterCrop(image_size) for evaluation, decoded by `workers` DataLoader processes with
+    # `decoder`: "turbo" (libjpeg-turbo at the smallest DCT scale that holds the crop) or "pillow" (full decode, as
+    # torchvision's ImageFolder in the originals)
     image_size: int = Field(224, ge=8, le=1024)
     resize: int = Field(256, ge=8, le=2048)
     workers: int = Field(8, ge=0, le=128)
+    decoder: Literal["turbo", "pillow"] = "turbo"
 
     @model_validator(mode="after")
     def _sizes(self) -> DataConfig:

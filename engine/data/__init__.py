@@ -4,6 +4,7 @@
   :func:`load_dataset` (names are :data:`engine.config.DATASETS`);
 - :mod:`engine.data.memory`: CIFAR-10/100, digits and synthetic images, loaded whole as uint8 tensors;
 - :mod:`engine.data.folders`: image folders (ImageNet, ``synthetic-imagenet``) decoded by DataLoader workers;
+- :mod:`engine.data.decode`: one image file to a cropped uint8 square (libjpeg-turbo at reduced scale, or Pillow);
 - :mod:`engine.data.loaders`: pure batch functions, :class:`DeviceLoader` and :func:`make_loader`;
 - :mod:`engine.data.recipe`: a recipe's data set (:func:`recipe_data`) and a stage's loaders (:func:`make_loaders`).
 

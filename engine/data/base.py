@@ -152,6 +152,7 @@ class LoadOptions:
     image_size: int = 224
     resize: int = 256
     workers: int = 8
+    decoder: str = "turbo"
 
 
 LoadFn = Callable[[str, LoadOptions], Dataset]
@@ -204,7 +205,7 @@ def default_normalize(name: str) -> str:
 
 def load_dataset(
     name: str, root: str | Path | None = None, *, val_split: int = 0, download: bool = True,
-    image_size: int = 224, resize: int = 256, workers: int = 8,
+    image_size: int = 224, resize: int = 256, workers: int = 8, decoder: str = "turbo",
 ) -> Dataset:
     """Load a dataset by name into uint8 CPU tensors (image folders: file lists, read batch by batch).
 
@@ -217,7 +218,7 @@ def load_dataset(
     entry = _entry(key)
     if entry is None:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    options = LoadOptions(root, val_split, download, image_size, resize, workers)
+    options = LoadOptions(root, val_split, download, image_size, resize, workers, decoder)
     return entry.load(key, options)
 
 

@@ -1,7 +1,8 @@
 """Image-folder data (ImageNet): files on disk decoded by DataLoader workers, normalised on the device.
 
 ImageNet does not fit in memory as one tensor, so it keeps the originals' shape of pipeline, made exact and
-cheap: workers decode each JPEG and crop it as uint8 (``RandomResizedCrop(image_size)`` + flip for training,
+cheap: workers decode each JPEG (libjpeg-turbo at the smallest scale that holds the crop, or Pillow in full:
+:mod:`engine.data.decode`) and crop it as uint8 (``RandomResizedCrop(image_size)`` + flip for training,
 ``Resize(resize)`` + ``CenterCrop(image_size)`` for evaluation), a collate stacks uint8 batches (4x less to copy
 than float), and the device converts and normalises the whole batch. Training shards with a
 ``DistributedSampler`` (drop_last, as the originals); evaluation gives every rank a disjoint strided share.
@@ -28,9 +29,11 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from engine.data.base import BatchLoader, DataError, Dataset, LoadOptions, data_root, register_dataset
+from engine.data.decode import DECODERS, crop_full, pillow_rgb, turbo_crop
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "FolderImages",
     "FolderLoader",
     "FolderSplit",
     "load_folder_dataset",
@@ -49,7 +52,9 @@ class FolderSplit:
     """One split of an image-folder data set: file paths and labels, plus how its images are cut.
 
     ``image_size`` is the side of the square the network sees; ``resize`` the shorter side evaluation
-    images are scaled to before the centre crop; ``scale`` the area range of the training crop.
+    images are scaled to before the centre crop; ``scale`` the area range of the training crop; ``decoder``
+    ``turbo`` (libjpeg-turbo at reduced scale) or ``pillow`` (full decode, as the originals): see
+    :mod:`engine.data.decode`.
     """
 
     root: Path
@@ -60,6 +65,7 @@ class FolderSplit:
     resize: int = 256
     scale: tuple[float, float] = (0.08, 1.0)
     workers: int = 8
+    decoder: str = "turbo"
     _y: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -85,7 +91,7 @@ class FolderSplit:
             return self
         idx = [i * n // k for i in range(k)]
         return FolderSplit(self.root, [self.files[i] for i in idx], [self.labels[i] for i in idx], self.classes,
-                           self.image_size, self.resize, self.scale, self.workers)
+                           self.image_size, self.resize, self.scale, self.workers, self.decoder)
 
 
 def _scan(folder: Path, classes: list[str] | None) -> tuple[list[str], list[int], list[str]]:
@@ -114,9 +120,11 @@ def _scan(folder: Path, classes: list[str] | None) -> tuple[list[str], list[int]
     return files, labels, classes
 
 
-def load_folder_dataset(name: str, root: Path, *, image_size: int = 224, resize: int = 256,
-                        workers: int = 8) -> tuple[FolderSplit, FolderSplit, int]:
+def load_folder_dataset(name: str, root: Path, *, image_size: int = 224, resize: int = 256, workers: int = 8,
+                        decoder: str = "turbo") -> tuple[FolderSplit, FolderSplit, int]:
     """The train and val splits of an ImageFolder tree at ``root`` (``synthetic-imagenet``: generated once)."""
+    if decoder not in DECODERS:
+        raise DataError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
     if name == "synthetic-imagenet":
         root = make_synthetic_folders(root / "synthetic-imagenet")
     elif not root.is_dir():
@@ -124,7 +132,7 @@ def load_folder_dataset(name: str, root: Path, *, image_size: int = 224, resize:
                         f"[data].root or REPRO_DATA")
     tr_files, tr_labels, classes = _scan(root / "train", None)
     va_files, va_labels, _ = _scan(root / "val", classes)
-    opts = {"image_size": image_size, "resize": resize, "workers": workers}
+    opts = {"image_size": image_size, "resize": resize, "workers": workers, "decoder": decoder}
     train = FolderSplit(root, tr_files, tr_labels, classes, **opts)
     val = FolderSplit(root, va_files, va_labels, classes, **opts)
     return train, val, len(classes)
@@ -142,7 +150,7 @@ def _folder_dataset(key: str, options: LoadOptions) -> Dataset:
     if key == "imagenet" and (root is None or str(root) == ""):
         base = base / "imagenet"
     train, test, num_classes = load_folder_dataset(key, base, image_size=options.image_size, resize=options.resize,
-                                                   workers=options.workers)
+                                                   workers=options.workers, decoder=options.decoder)
     return Dataset(key, train, test, num_classes)  # type: ignore[arg-type]
 
 
@@ -216,7 +224,7 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-class _Images(torch.utils.data.Dataset):
+class FolderImages(torch.utils.data.Dataset):
     """Decodes and crops one image per index; training indices arrive as (epoch, index) pairs.
 
     Paths and labels are held as two numpy arrays, not Python lists: forked workers then share them without
@@ -226,38 +234,37 @@ class _Images(torch.utils.data.Dataset):
     def __init__(self, split: FolderSplit, train: bool, seed: int, flip: bool) -> None:
         self.train, self.seed, self.flip = train, seed, flip
         self.image_size, self.resize, self.scale = split.image_size, split.resize, split.scale
+        self.turbo = split.decoder == "turbo"
         self.paths = np.array([os.fsencode(f) for f in split.files])
         self.labels = np.asarray(split.labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _read(self, path: str) -> torch.Tensor:
-        """uint8 [3, H, W] decoded by Pillow (torchvision.io's decoders are deprecated from 0.29)."""
-        from PIL import Image, UnidentifiedImageError  # deferred: Pillow is needed only to decode image folders
-
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-            return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-        except (OSError, ValueError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())[:200]}") from exc
-
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        import torchvision.transforms.v2.functional as TF  # deferred: torchvision is slow to import, folders only
-
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        img = self._read(os.fsdecode(self.paths[index]))
-        size = [self.image_size, self.image_size]
-        if self.train:
-            gen = torch.Generator().manual_seed(_image_seed(self.seed, epoch, index))
-            top, left, h, w = random_resized_crop_box(img.shape[-2], img.shape[-1], self.scale, gen)
-            img = TF.resized_crop(img, top, left, h, w, size, antialias=True)
-            if self.flip and bool(torch.rand(1, generator=gen) < 0.5):
-                img = img.flip(-1)
-        else:
-            img = TF.center_crop(TF.resize(img, [self.resize], antialias=True), size)
+        path = os.fsdecode(self.paths[index])
+        gen = torch.Generator().manual_seed(_image_seed(self.seed, epoch, index)) if self.train else None
+        img = self._turbo(path, gen) if self.turbo else None
+        if img is None:
+            if gen is not None:  # the turbo path may have drawn the box before it gave up: draw it afresh
+                gen.manual_seed(_image_seed(self.seed, epoch, index))
+            img = self._pillow(path, gen)
+        if gen is not None and self.flip and bool(torch.rand(1, generator=gen) < 0.5):  # drawn after the box
+            img = img.flip(-1)
         return img.contiguous(), int(self.labels[index])
+
+    def _turbo(self, path: str, gen: torch.Generator | None) -> torch.Tensor | None:
+        """The crop by libjpeg-turbo at reduced scale, its box drawn in original pixels as :meth:`_pillow` draws
+        it; None for files it does not take."""
+        box_of = None if gen is None else (lambda h, w: random_resized_crop_box(h, w, self.scale, gen))
+        return turbo_crop(path, self.image_size, self.resize, box_of)
+
+    def _pillow(self, path: str, gen: torch.Generator | None) -> torch.Tensor:
+        """The crop from a full Pillow decode, resized by torchvision (the originals' pipeline on tensors)."""
+        img = pillow_rgb(path)
+        box = None if gen is None else random_resized_crop_box(img.shape[-2], img.shape[-1], self.scale, gen)
+        return crop_full(img, self.image_size, box, self.resize)
 
 
 class _EpochSampler(DistributedSampler):
@@ -304,7 +311,7 @@ class FolderLoader(BatchLoader):
         self.seed, self.channels_last = int(seed), bool(channels_last)
         self.drop_last = bool(drop_last) if self.train else False
         self._epoch = 0
-        self.images = _Images(split, self.train, self.seed, flip)
+        self.images = FolderImages(split, self.train, self.seed, flip)
         if self.train:
             self.sampler: Sampler = _EpochSampler(self.images, num_replicas=world_size, rank=rank, shuffle=True,
                                                   seed=self.seed, drop_last=True)

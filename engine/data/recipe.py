@@ -14,7 +14,7 @@ def recipe_data(recipe: Recipe) -> Dataset:
     """The recipe's data set, cut to the first `train_subset`/`test_subset` images when those are set."""
     d = recipe.data
     data = load_dataset(d.dataset, d.root or None, val_split=d.val_split, image_size=d.image_size,
-                        resize=d.resize, workers=d.workers)
+                        resize=d.resize, workers=d.workers, decoder=d.decoder)
     if d.train_subset:
         data.train = data.train.subset(d.train_subset)
     if d.test_subset:
