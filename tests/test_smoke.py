@@ -25,6 +25,10 @@ def test_recipe_smoke(name: str, tmp_path: Path) -> None:
     for run, res_ in zip(runs, resolved):
         status = json.loads((run / "status.json").read_text())
         assert status["state"] == "done" and status["smoke"] is True
+        # the default profile, recorded as such (the faithful one: test_fidelity)
+        assert status["profile"] == "default"
+        saved = load(str(run / "recipe.toml"))[0].recipe
+        assert saved.run.faithful is False and saved.run.faithful_applied == res_.recipe.run.faithful_applied
         for stage in res_.recipe.stage:
             assert (run / stage.name / "final.pt").exists() and (run / stage.name / "tickets.json").exists()
         assert set(res_.recipe.analyses) <= set(groups(run / "analysis.h5"))
