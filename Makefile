@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/repro run recipes/demo_digits.toml
 
+# The tests on TEST_JOBS pytest-xdist workers (the CI has 2 cores), one torch thread each (tests/conftest.py), handed
+# out one test at a time in the order the conftest sets (longest first); an xdist_group stays on one worker.
+TEST_JOBS ?= 2
+XDIST := -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check repro engine tests

@@ -9,7 +9,7 @@ import pytest
 from helpers import cli
 
 from engine.store import groups
-from repro.recipe import load, recipe_names
+from repro.recipe import load, load_resolved, recipe_names
 
 
 @pytest.mark.slow
@@ -25,6 +25,10 @@ def test_recipe_smoke(name: str, tmp_path: Path) -> None:
     for run, res_ in zip(runs, resolved):
         status = json.loads((run / "status.json").read_text())
         assert status["state"] == "done" and status["smoke"] is True
+        # the default profile, recorded as such (the faithful one: test_fidelity)
+        assert status["profile"] == "default"
+        saved = load_resolved(run / "recipe.toml")
+        assert saved.run.faithful is False and saved.run.faithful_applied == res_.recipe.run.faithful_applied
         for stage in res_.recipe.stage:
             assert (run / stage.name / "final.pt").exists() and (run / stage.name / "tickets.json").exists()
         assert set(res_.recipe.analyses) <= set(groups(run / "analysis.h5"))
