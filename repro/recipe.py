@@ -29,7 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SMOKE_EPOCHS = 2
-SMOKE_DATA = {"dataset": "digits", "root": "", "val_split": 0, "train_subset": 256, "test_subset": 200,
+SMOKE_DATA = {"dataset": "digits", "root": "", "val_split": 0, "train_subset": 128, "test_subset": 100,
               "batch_size": 64, "eval_batch_size": 200}
 SMOKE_IMAGE_DATA = {"dataset": "synthetic-imagenet", "root": "", "val_split": 0, "train_subset": 0, "test_subset": 0,
                     "batch_size": 16, "eval_batch_size": 32, "image_size": 64, "resize": 72, "workers": 0}
