@@ -51,9 +51,21 @@ def row(d: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def decode_line(d: dict[str, Any]) -> str:
+    """A `repro bench --decode` result in one sentence: images/s per CPU core of each decoder, train / eval crops."""
+    per = d["per_core_img_s"]
+    cells = "; ".join(f"{name} {v['train']:,.0f} / {v['eval']:,.0f}" for name, v in per.items())
+    out = (f"JPEG decoding ({d.get('images', '?')} generated {d.get('image', '?')} JPEGs to {d.get('image_size', 224)} "
+           f"px, on {d.get('cpu') or 'the CPU'}), images/s per core, training / evaluation crops: {cells}")
+    if d.get("loader_img_s"):
+        loader = ", ".join(f"{name} {v:,.0f}" for name, v in d["loader_img_s"].items())
+        out += f"; through the loader with {d.get('workers')} workers: {loader}"
+    return out + "."
+
+
 def table(lines: list[str]) -> str:
     """The markdown for a list of JSON lines: a caption naming the hardware, the table, then every other line."""
-    results, other = [], []
+    results, decodes, other = [], [], []
     for line in (x.strip() for x in lines):
         if not line:
             continue
@@ -64,6 +76,8 @@ def table(lines: list[str]) -> str:
             continue
         if isinstance(d, dict) and "dense_img_s" in d and "arch" in d:
             results.append(d)
+        elif isinstance(d, dict) and isinstance(d.get("per_core_img_s"), dict):
+            decodes.append(decode_line(d))
         else:
             other.append("- " + (", ".join(f"{k}: {v}" for k, v in d.items()) if isinstance(d, dict) else line))
     out = []
@@ -77,6 +91,10 @@ def table(lines: list[str]) -> str:
         out.append("| " + " | ".join(COLUMNS) + " |")
         out.append("|" + "---|" * len(COLUMNS))
         out.extend(row(d) for d in results)
+    if decodes:
+        if out:
+            out.append("")
+        out.extend(decodes)
     if other:
         if out:
             out.append("")

@@ -40,9 +40,11 @@ START=$SECONDS
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then  # tiny nets on the CPU: checks the steps, the JSON and the table, not speed
     WRN=cifar_resnet_8 FGE=preresnet20 DEV=cpu PREC=fp32 B=4 BIG=8
     TINY=(--width 0.25 --steps 1 --warmup 0 --repeats 1 --topology-updates 1)
+    DECODE=(--decode-images 4 --decode-size 96x64 --repeats 1)
 else
     WRN=wrn-28-10 FGE=preresnet164 DEV=cuda PREC=bf16 B=128 BIG=512
     TINY=()
+    DECODE=(--decode-workers 8)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv >>"$LOG" 2>&1
 fi
 
@@ -75,10 +77,8 @@ common=(--device "$DEV" --precision "$PREC" "${TINY[@]}")
 step wrn_b128 150 --arch "$WRN" --batch-size "$B" --sparse --baseline --topology "${common[@]}"
 # 2. FGE's PreResNet-164 (launch-bound), eager, against the original way
 step fge_preresnet164 90 --arch "$FGE" --batch-size "$B" --baseline "${common[@]}"
-# 3. ImageNet decoding, where `repro bench --decode` exists (helper A's part of the issue)
-if "$PYTHON" -m repro.cli bench --help 2>/dev/null | grep -q -- "--decode"; then
-    step decode 60 --decode --device "$DEV"
-fi
+# 3. ImageNet decoding: images/s per CPU core of Pillow and libjpeg-turbo, and through the loader with 8 workers
+step decode 60 --decode "${DECODE[@]}"
 # 4. WRN-28-10 at batch 512 compiled: the fraction of the bf16 peak (31.46 GFLOP per training image)
 step wrn_b512_compile 150 --arch "$WRN" --batch-size "$BIG" --compile "${common[@]}"
 # 5. WRN-28-10 at batch 128 compiled: dense and sparse against the original way
