@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,10 @@ from engine.data import Dataset, make_synthetic
 from engine.flops import dense_forward_flops
 from engine.methods import METHODS
 from engine.models import create_model
+from engine.provenance import cpu_model
 from engine.runinfo import RunInfo
 from engine.runlog import RunLog
+from engine.throughput import device_name
 from engine.trainer import StageContext, Trainer
 
 
@@ -31,15 +31,7 @@ def _sync(device: torch.device) -> None:
 
 def device_label(device: torch.device) -> str:
     """The hardware a figure was measured on: the CUDA device's name, else the CPU's model name (or "cpu")."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return device_name(device) if device.type == "cuda" else (cpu_model() or "cpu")
 
 
 def bench_data(recipe: Recipe) -> Dataset:
@@ -120,11 +112,6 @@ class Stepper:
         t.step += 1
         if self.masking is not None:
             self.masking.apply()
-
-
-def stepper(recipe: Recipe, device: torch.device) -> Callable[[int], None]:
-    """A function running n training steps of the recipe's first stage exactly as Trainer.train_epoch does."""
-    return Stepper(recipe, device)
 
 
 def measure(

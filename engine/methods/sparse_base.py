@@ -48,6 +48,8 @@ class SparseMethod(Method):
                        if self.topology_updates and c.growth == "momentum" and c.mask_momentum else None)
         self.history: list[dict[str, Any]] = []
         self.updates = 0
+        self._masked_grads = False  # this step's gradients were masked (no apply() after it)
+        self._growth_gen = torch.Generator(device=self.masking.params[0].device)
 
     # ---- initial masks -------------------------------------------------------------------------------
     def initial_density(self) -> float:
@@ -80,7 +82,7 @@ class SparseMethod(Method):
                                                            and step % self.scfg.update_frequency == 0)
 
     def after_step(self) -> None:
-        if not getattr(self, "_masked_grads", False):
+        if not self._masked_grads:
             self.masking.apply()
         self._masked_grads = False
         if self.topology_updates and self.trainer.step % self.scfg.update_frequency == 0 and self.updates_allowed():
@@ -150,9 +152,6 @@ class SparseMethod(Method):
     def growth_generator(self) -> torch.Generator:
         """The random-growth generator of this update, on the weights' device: seeded from the run's mask seed and
         the update's number, so a resumed run regrows as an uninterrupted one without any generator state."""
-        device = self.masking.params[0].device
-        if getattr(self, "_growth_gen", None) is None or self._growth_gen.device != device:
-            self._growth_gen = torch.Generator(device=device)
         return self._growth_gen.manual_seed(_growth_seed(self.info.seeds.masks, self.updates))
 
     def densities(self) -> dict[str, float]:

@@ -79,11 +79,11 @@ def prune_set_many(weights: list[torch.Tensor], masks: list[torch.Tensor],
                    removes: list[int]) -> tuple[list[torch.Tensor], list[int]]:
     """`prune_set` for many layers, and how many each lost: the positive and negative counts of all layers are
     read in one host sync (how many of each sign to take depends on them)."""
+    if not masks:
+        return [], []
     ws = [w.detach().float() for w in weights]
     pos = [m & (w > 0) for w, m in zip(ws, masks)]
     neg = [m & (w <= 0) for w, m in zip(ws, masks)]
-    if not masks:
-        return [], []
     counts = torch.stack([t.sum() for t in pos + neg]).tolist()
     n_pos, n_neg = counts[:len(masks)], counts[len(masks):]
     out, lost = [], []
@@ -123,7 +123,7 @@ def grow_many(masks: list[torch.Tensor], ks: list[int], mode: str, *, grads: lis
     weight-sized tensor per update. Each result gains exactly k ones when k fits in the layer's free room."""
     if mode not in ("random", "gradient", "momentum"):
         raise ValueError(f"unknown growth mode '{mode}'")
-    source = grads if mode == "gradient" else momenta
+    source = (grads if mode == "gradient" else momenta) or [None] * len(masks)
     out = list(masks)  # layers with nothing to do keep their mask (masks are never changed in place)
     todo = [i for i, k in enumerate(ks) if k > 0]
     for idx, k in groups([masks[i] for i in todo], [ks[i] for i in todo]):
@@ -131,11 +131,10 @@ def grow_many(masks: list[torch.Tensor], ks: list[int], mode: str, *, grads: lis
         mask_rows = _rows(masks, idx)
         if mode == "random":
             score = torch.rand(mask_rows.shape, generator=generator, device=mask_rows.device)
-        else:
-            parts = [(source[i] if source is not None else None) for i in idx]
-            parts = [torch.zeros(masks[i].shape, device=masks[i].device) if t is None else t.detach()
-                     for t, i in zip(parts, idx)]
-            score = _rows(parts, list(range(len(idx)))).abs().float()  # abs() makes a new tensor to fill
+        else:  # a layer without a gradient (momentum) scores zero everywhere
+            rows = [torch.zeros_like(masks[i], dtype=torch.float) if source[i] is None else source[i].detach()
+                    for i in idx]
+            score = _rows(rows, list(range(len(idx)))).abs().float()  # abs() makes a new tensor to fill
         score = score.masked_fill_(mask_rows, NEG)
         grown = mask_rows | topk_rows(score, k)
         for row, i in zip(grown, idx):
